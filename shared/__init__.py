@@ -1,0 +1,1 @@
+"""Code shared by every function: settings, database access, the pg-boss client, auth, logging."""
