@@ -1,0 +1,300 @@
+"""PostgreSQL access: one lazily opened pg8000 connection per function instance.
+
+Why it looks like this:
+
+* Cloud Functions reuse an instance for many invocations, so the connection lives as
+  long as the instance and is opened on first use, not at import.
+* Statements go through pg8000's unnamed prepared statements, so nothing outlives a
+  transaction on the server; that is what Supabase's transaction-mode pooler needs.
+* A connection can die between invocations (server restart, pooler idle timeout).
+  After an idle spell it is checked with a cheap query before real work, and a
+  statement that fails on a broken connection is retried on a fresh one only when
+  the caller marks it safe to repeat (reads, or writes that are idempotent).
+* Every pg8000 error is translated here, so no driver exception escapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pg8000.exceptions
+import pg8000.native
+
+from shared.config import require
+from shared.errors import ConfigError, DatabaseError, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+# SQLSTATE classes meaning "this connection or server cannot serve us now".
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+# A statement cancelled by statement_timeout: the database answered too slowly.
+_QUERY_CANCELED = "57014"
+
+APPLICATION_NAME = "manda-processing"
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    """What pg8000 needs, parsed once from a postgresql:// URL."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str | None
+    # pg8000's convention: False = plain, None = try TLS and fall back, context = TLS only.
+    ssl_context: ssl.SSLContext | bool | None
+
+    @classmethod
+    def from_url(cls, url: str) -> ConnectionParams:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ConfigError("DATABASE_URL: must be a postgresql:// URL")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise ConfigError("DATABASE_URL: the port is not a number") from None
+        return cls(
+            host=parts.hostname or "localhost",
+            port=port,
+            database=unquote(parts.path.lstrip("/")) or "postgres",
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password) if parts.password is not None else None,
+            ssl_context=_ssl_context(query.get("sslmode", "prefer")),
+        )
+
+
+def _ssl_context(sslmode: str) -> ssl.SSLContext | bool | None:
+    """Map libpq's sslmode onto pg8000's ssl_context (Supabase needs at least ``require``)."""
+    if sslmode in ("disable", "allow"):
+        return False
+    if sslmode == "prefer":
+        return None
+    if sslmode == "require":
+        # libpq's "require" encrypts without verifying the server certificate.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if sslmode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context()
+        context.check_hostname = sslmode == "verify-full"
+        return context
+    raise ConfigError(f"DATABASE_URL: unknown sslmode {sslmode!r}")
+
+
+class Database:
+    """A single reusable connection, safe to share between threads of one instance."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        statement_timeout_ms: int = 30_000,
+        idle_check_seconds: float = 30.0,
+        socket_timeout: float | None = None,
+    ) -> None:
+        self._params = ConnectionParams.from_url(url)
+        # No read may wait longer than the server's own statement timeout plus slack:
+        # that is the backstop against a network that silently drops packets.
+        self._socket_timeout = socket_timeout or connect_timeout + statement_timeout_ms / 1000
+        self._connect_timeout = connect_timeout
+        self._statement_timeout_ms = statement_timeout_ms
+        self._idle_check_seconds = idle_check_seconds
+        self._connection: pg8000.native.Connection | None = None
+        self._last_used = 0.0
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, timeout: float | None = None) -> Database:
+        """A database for these settings; ``timeout`` bounds connecting and every read."""
+        url = require(settings.database_url, "DATABASE_URL", "database access").get_secret_value()
+        if timeout is None:
+            return cls(
+                url,
+                connect_timeout=settings.db_connect_timeout_seconds,
+                statement_timeout_ms=settings.db_statement_timeout_ms,
+                idle_check_seconds=settings.db_idle_check_seconds,
+            )
+        return cls(
+            url,
+            connect_timeout=timeout,
+            statement_timeout_ms=int(timeout * 1000),
+            socket_timeout=timeout,
+        )
+
+    # -- statements -------------------------------------------------------------
+
+    def run(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, safe_to_retry: bool = False
+    ) -> list[Row]:
+        """Run one statement in its own transaction (autocommit) and return its rows.
+
+        ``safe_to_retry`` says that running the statement twice does no harm; only then
+        is it repeated on a fresh connection after the connection broke under it.
+        """
+        with self._lock:
+            connection = self._usable_connection()
+            try:
+                return _rows(connection, sql, params)
+            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+                error = _translate(exc)
+                if not isinstance(error, DatabaseUnavailable):
+                    raise error from exc
+                self._discard()
+                if not safe_to_retry:
+                    raise error from exc
+                log.warning("database connection broke; retrying once on a new connection")
+                try:
+                    return _rows(self._usable_connection(), sql, params)
+                except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as again:
+                    self._discard_if_broken(again)
+                    raise _translate(again) from again
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Run several statements atomically; the connection is held until the end."""
+        with self._lock:
+            connection = self._usable_connection()
+            try:
+                connection.run("BEGIN")
+                yield Transaction(connection)
+                connection.run("COMMIT")
+            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+                self._rollback_quietly(connection)
+                self._discard_if_broken(exc)
+                raise _translate(exc) from exc
+            except BaseException:
+                self._rollback_quietly(connection)
+                raise
+
+    def ping(self) -> None:
+        """Prove the server answers; raises ``DatabaseUnavailable`` when it does not."""
+        self.run("SELECT 1", safe_to_retry=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
+
+    @contextmanager
+    def raw_connection(self) -> Iterator[pg8000.native.Connection]:
+        """The underlying connection, held exclusively; for LISTEN and similar session work."""
+        with self._lock:
+            connection = self._usable_connection()
+            try:
+                yield connection
+            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+                self._discard_if_broken(exc)
+                raise _translate(exc) from exc
+
+    # -- connection lifecycle ------------------------------------------------------
+
+    def _usable_connection(self) -> pg8000.native.Connection:
+        now = time.monotonic()
+        if self._connection is not None and now - self._last_used > self._idle_check_seconds:
+            try:
+                self._connection.run("SELECT 1")
+            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
+                log.info("idle database connection is gone; reconnecting")
+                self._discard()
+        if self._connection is None:
+            self._connection = self._connect()
+        self._last_used = now
+        return self._connection
+
+    def _connect(self) -> pg8000.native.Connection:
+        params = self._params
+        # The socket is opened here rather than by pg8000 so that it is closed for
+        # certain when the handshake fails (pg8000 would leave that to the GC).
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((params.host, params.port), self._connect_timeout)
+            sock.settimeout(self._socket_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return pg8000.native.Connection(
+                user=params.user,
+                password=params.password,
+                host=params.host,
+                database=params.database,
+                sock=sock,
+                ssl_context=params.ssl_context,
+                timeout=self._socket_timeout,
+                application_name=APPLICATION_NAME,
+                startup_params={"options": f"-c statement_timeout={self._statement_timeout_ms}"},
+            )
+        except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+            if sock is not None:
+                sock.close()
+            raise _translate(exc) from exc
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
+                pass
+
+    def _discard_if_broken(self, exc: BaseException) -> None:
+        if isinstance(_translate(exc), DatabaseUnavailable):
+            self._discard()
+
+    def _rollback_quietly(self, connection: pg8000.native.Connection) -> None:
+        try:
+            connection.run("ROLLBACK")
+        except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
+            self._discard()
+
+
+class Transaction:
+    """Statements inside ``Database.transaction()``."""
+
+    def __init__(self, connection: pg8000.native.Connection) -> None:
+        self._connection = connection
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return _rows(self._connection, sql, params)
+
+
+def _rows(connection: pg8000.native.Connection, sql: str, params: Mapping[str, Any] | None) -> list[Row]:
+    result = connection.run(sql, **(params or {}))
+    if not result or not connection.columns:
+        return []
+    names = [column["name"] for column in connection.columns]
+    return [dict(zip(names, values)) for values in result]
+
+
+def _translate(exc: BaseException) -> DatabaseError | DatabaseUnavailable:
+    """Our exception for a pg8000 or socket error; the one place driver errors are read."""
+    if isinstance(exc, (DatabaseError, DatabaseUnavailable)):
+        return exc
+    if isinstance(exc, (pg8000.exceptions.InterfaceError, OSError, socket.timeout)):
+        return DatabaseUnavailable(f"database unreachable: {_first_line(exc)}")
+    details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    sqlstate = details.get("C", "")
+    message = details.get("M", _first_line(exc))
+    if sqlstate == _QUERY_CANCELED:
+        return DatabaseUnavailable(f"database did not answer in time: {message}")
+    if sqlstate.startswith(_UNAVAILABLE_CLASSES):
+        return DatabaseUnavailable(f"database unavailable: {message}")
+    if sqlstate == "28P01" or sqlstate == "28000" or sqlstate == "3D000":
+        return DatabaseUnavailable(f"database refused the connection: {message}")
+    return DatabaseError(message, sqlstate=sqlstate or None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,143 @@
+"""The HTTP edge shared by every function: method checks, JSON bodies, errors -> status.
+
+``endpoint`` wraps each function's handler. It is the one place where an exception
+becomes an HTTP status, and where each request gets its single summary log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flask
+
+from shared import log
+from shared.errors import (
+    AppError,
+    InvalidRequest,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+logger = logging.getLogger("manda.request")
+
+Handler = Callable[[flask.Request], flask.Response]
+
+# Most specific first; the first class an error is an instance of decides its status.
+STATUS_BY_ERROR: tuple[tuple[type[AppError], int], ...] = (
+    (MalformedRequest, 400),
+    (Unauthenticated, 401),
+    (NotFound, 404),
+    (MethodNotAllowed, 405),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (InvalidRequest, 422),
+    (RequestError, 400),
+    (Unavailable, 503),
+    (AppError, 500),
+)
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
+    response = flask.Response(
+        json.dumps(body, separators=(",", ":"), default=str),
+        status=status,
+        mimetype="application/json",
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(error: AppError) -> flask.Response:
+    """The one mapping from our exceptions to an HTTP answer."""
+    status = next(code for kind, code in STATUS_BY_ERROR if isinstance(error, kind))
+    body: dict[str, Any] = {"error": _code(error), "message": error.message}
+    headers: dict[str, str] = {}
+    if isinstance(error, InvalidRequest) and error.errors:
+        body["errors"] = error.errors
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return json_response(body, status, headers)
+
+
+def _code(error: AppError) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+def endpoint(*methods: str, project: Callable[[], str | None] = lambda: None) -> Callable[[Handler], Handler]:
+    """Wrap a function's handler: allowed methods, trace-aware logging, errors -> status."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapper(request: flask.Request) -> flask.Response:
+            started = time.perf_counter()
+            trace = log.trace_from_headers(request.headers, project())
+            fields = {log.TRACE_FIELD: trace, "function": handler.__name__}
+            with log.request_scope(**fields) as scope:
+                try:
+                    if request.method not in methods:
+                        raise MethodNotAllowed(request.method, methods)
+                    response = handler(request)
+                except AppError as error:
+                    response = error_response(error)
+                    scope.setdefault("reason", error.message)
+                except Exception:
+                    logger.exception("unhandled error")
+                    response = json_response({"error": "internal", "message": "internal error"}, 500)
+                scope["status"] = response.status_code
+                scope["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                level = (
+                    logging.ERROR if response.status_code >= 500 and response.status_code != 503
+                    else logging.WARNING if response.status_code >= 400
+                    else logging.INFO
+                )
+                logger.log(level, f"{request.method} {handler.__name__} -> {response.status_code}")
+                return response
+
+        return wrapper
+
+    return decorate
+
+
+def read_json(request: flask.Request, *, max_bytes: int) -> Any:
+    """The request's JSON body, or the precise client error for why it is not acceptable."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {mimetype or 'missing'}"
+        )
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise MalformedRequest("JSON nests too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
