@@ -1,0 +1,1 @@
+"""One module per Cloud Function: parse the request, call ``shared``, shape the answer."""

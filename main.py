@@ -1,0 +1,15 @@
+"""Entry points for Cloud Functions: ``--target`` names one of these.
+
+Each function lives in its own module under ``functions/``; this file only gathers
+them. Loading it reads and validates the settings, so a misconfigured deployment
+fails at cold start with a message naming the bad setting.
+"""
+
+from shared import instance, log
+
+log.configure(instance.settings().log_level)
+
+from functions.health import health  # noqa: E402
+from functions.ready import ready  # noqa: E402
+
+__all__ = ["health", "ready"]

@@ -1,0 +1,161 @@
+"""Shared fixtures: a real PostgreSQL with pg-boss's schema, one database per test.
+
+pg-boss's own CLI installs its schema once per run into a template database; each
+test then gets ``CREATE DATABASE … TEMPLATE`` (fast, isolated) and it is dropped
+afterwards. Every database of a run carries the run's prefix, so parallel runs on one
+server never meet, and leftovers of killed runs are dropped at the next start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import functions_framework
+import pg8000.native
+import pytest
+from flask.testing import FlaskClient
+
+from shared import instance
+from shared.db import Database
+from shared.pgboss.client import PgBoss
+from tests.support.node_boss import NodeBoss, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = str(ROOT / "main.py")
+ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PREFIX = "mp_test_"
+RUN = f"{PREFIX}{os.getpid()}_{secrets.token_hex(3)}"
+SCHEMA = "pgboss"
+
+API_KEY = "test-api-key-0123456789"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+DRAIN_TOKEN = "test-drain-token-0123456789"
+
+_counter = itertools.count()
+
+
+def url_for(database: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+def _admin() -> pg8000.native.Connection:
+    return Database(ADMIN_URL)._connect()
+
+
+def _drop_leftovers(admin: pg8000.native.Connection) -> None:
+    """Drop databases of earlier runs whose process is gone."""
+    rows = admin.run("SELECT datname FROM pg_database WHERE datname LIKE :p", p=PREFIX + "%")
+    for (name,) in rows:
+        pid = name[len(PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def admin() -> Iterator[pg8000.native.Connection]:
+    connection = _admin()
+    _drop_leftovers(connection)
+    yield connection
+    rows = connection.run("SELECT datname FROM pg_database WHERE datname LIKE :p", p=RUN + "%")
+    for (name,) in rows:
+        connection.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(admin: pg8000.native.Connection) -> str:
+    name = f"{RUN}_template"
+    admin.run(f'CREATE DATABASE "{name}"')
+    migrate(url_for(name), SCHEMA)
+    return name
+
+
+def create_database(admin: pg8000.native.Connection, template: str | None = None) -> str:
+    name = f"{RUN}_{next(_counter)}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    admin.run(f'CREATE DATABASE "{name}"{clause}')
+    return name
+
+
+@pytest.fixture
+def database_url(admin: pg8000.native.Connection, template_database: str) -> Iterator[str]:
+    """A fresh database with pg-boss's schema installed, dropped after the test."""
+    name = create_database(admin, template_database)
+    yield url_for(name)
+    admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(admin: pg8000.native.Connection) -> Iterator[str]:
+    """A fresh database without pg-boss's schema."""
+    name = create_database(admin)
+    yield url_for(name)
+    admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def boss(db: Database) -> PgBoss:
+    return PgBoss(db, SCHEMA)
+
+
+@pytest.fixture
+def node_boss(database_url: str) -> Iterator[NodeBoss]:
+    """Real pg-boss (Node) on the test's database, with its background work off."""
+    with NodeBoss(database_url, SCHEMA, supervise=False, schedule=False, migrate=False) as node:
+        yield node
+
+
+def function_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": database_url,
+        "PGBOSS_SCHEMA": SCHEMA,
+        "API_KEYS": API_KEY,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DRAIN_TOKEN": DRAIN_TOKEN,
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set the process environment the functions read, and reset per-instance state."""
+
+    def apply(database_url: str, **overrides: str) -> None:
+        for name, value in function_env(database_url, **overrides).items():
+            monkeypatch.setenv(name, value)
+        instance.reset()
+
+    yield apply
+    instance.reset()
+
+
+@pytest.fixture
+def client_for(
+    configure: Callable[..., None], database_url: str
+) -> Callable[..., FlaskClient]:
+    """A test client of one function, loaded through functions-framework from main.py."""
+
+    def make(target: str, *, url: str | None = None, **overrides: str) -> FlaskClient:
+        configure(url or database_url, **overrides)
+        return functions_framework.create_app(target, MAIN).test_client()
+
+    return make
+
+
+def count_jobs(db: Database) -> int:
+    return int(db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"])
+
