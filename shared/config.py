@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     drain_token: SecretStr | None = Field(None, alias="DRAIN_TOKEN")
 
     # --- logging ----------------------------------------------------------------
+    # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
+    google_cloud_project: str | None = Field(None, alias="GOOGLE_CLOUD_PROJECT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", alias="LOG_LEVEL"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import flask
 
-from shared import log
+from shared import instance, log
 from shared.errors import (
     AppError,
     InvalidRequest,
@@ -79,14 +79,14 @@ def _code(error: AppError) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
-def endpoint(*methods: str, project: Callable[[], str | None] = lambda: None) -> Callable[[Handler], Handler]:
+def endpoint(*methods: str) -> Callable[[Handler], Handler]:
     """Wrap a function's handler: allowed methods, trace-aware logging, errors -> status."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def wrapper(request: flask.Request) -> flask.Response:
             started = time.perf_counter()
-            trace = log.trace_from_headers(request.headers, project())
+            trace = log.trace_from_headers(request.headers, instance.settings().google_cloud_project)
             fields = {log.TRACE_FIELD: trace, "function": handler.__name__}
             with log.request_scope(**fields) as scope:
                 try:
