@@ -116,6 +116,11 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
 
 def read_json(request: flask.Request, *, max_bytes: int) -> Any:
     """The request's JSON body, or the precise client error for why it is not acceptable."""
+    return parse_json(read_body(request, max_bytes=max_bytes))
+
+
+def read_body(request: flask.Request, *, max_bytes: int) -> bytes:
+    """The raw bytes of a JSON body (for a signature check), refused as ``read_json`` would."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
@@ -127,7 +132,7 @@ def read_json(request: flask.Request, *, max_bytes: int) -> Any:
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
-    return parse_json(raw)
+    return raw
 
 
 def parse_json(raw: bytes) -> Any:
@@ -141,3 +146,6 @@ def parse_json(raw: bytes) -> Any:
         raise MalformedRequest("JSON nests too deeply") from None
     except json.JSONDecodeError as exc:
         raise MalformedRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:
+        # Python refuses integers of more than 4300 digits (sys.set_int_max_str_digits).
+        raise MalformedRequest("JSON number has too many digits") from None
