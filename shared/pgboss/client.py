@@ -2,32 +2,89 @@
 
 Function modules call its verbs and get domain objects back; they never see SQL or
 a cursor. Statements come from ``shared.pgboss.sql``, rendered once for the schema.
+Every row it writes is the row pg-boss 12.38 would have written for the same call, so
+Node workers, a Node supervisor and this package can work the same queues at once.
+
+Database errors that mean something to a caller (a missing queue, a key_strict_fifo job
+without a key, a lost race for a policy slot) are turned into typed errors or results
+in one place, ``_run``.
 """
 
 from __future__ import annotations
 
-from shared.db import Database
-from shared.pgboss import sql
-from shared.pgboss.errors import SchemaMissing, UnsupportedSchemaVersion
+import hashlib
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from shared.db import Database, Row
+from shared.errors import DatabaseError
+from shared.pgboss import documents, sql
+from shared.pgboss.errors import (
+    InternalQueue,
+    InvalidQueue,
+    QueueNotFound,
+    SchemaMissing,
+    SingletonKeyRequired,
+    UnsupportedSchemaVersion,
+)
+from shared.pgboss.models import (
+    FailOutcome,
+    Job,
+    JobDetails,
+    JobRequest,
+    Queue,
+    QueueOptions,
+    QueuePolicy,
+    SendOptions,
+    check_queue_name,
+)
 
 # Schema versions whose behaviour the interop suite has proven equal to pg-boss's.
 # 46 is pg-boss 12.38.0.
 SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset({46})
 
+# pg-boss's monitor fails expired jobs in batches of this many, one transaction each.
+EXPIRY_BATCH_SIZE = 1000
+# Queues pg-boss keeps for itself (cron forwarding); only Node works them.
+INTERNAL_QUEUE_PREFIX = "__pgboss__"
+
+_UNIQUE_VIOLATION = "23505"
+_FOREIGN_KEY_VIOLATION = "23503"
+_CHECK_VIOLATION = "23514"
+_KEY_STRICT_FIFO_CHECK = "job_key_strict_fifo_singleton_key_check"
+
+_FETCH_BY_POLICY = {
+    QueuePolicy.SINGLETON: sql.FETCH_JOBS_SINGLETON,
+    QueuePolicy.STATELY: sql.FETCH_JOBS_SINGLETON,
+    QueuePolicy.KEY_STRICT_FIFO: sql.FETCH_JOBS_KEY_STRICT_FIFO,
+}
+
 
 class PgBoss:
     """Client of one pg-boss schema in one database."""
 
-    def __init__(self, db: Database, schema: str = "pgboss") -> None:
+    def __init__(self, db: Database, schema: str = "pgboss", *, queue_cache_seconds: float = 60.0) -> None:
         self.db = db
         self.schema = schema
+        self.queue_cache_seconds = queue_cache_seconds
         self._statements: dict[str, str] = {}
+        self._queues: dict[str, tuple[float, Queue]] = {}
 
     def _sql(self, statement: str) -> str:
         rendered = self._statements.get(statement)
         if rendered is None:
             rendered = self._statements[statement] = sql.render(statement, self.schema)
         return rendered
+
+    @property
+    def notify_channel(self) -> str:
+        """The LISTEN/NOTIFY channel pg-boss 12.38 uses for this schema's notify queues."""
+        return "pgboss_" + hashlib.sha224(self.schema.encode()).hexdigest()[:24]
+
+    # -- schema -----------------------------------------------------------------------
 
     def schema_version(self) -> int:
         """The installed schema version; raises ``SchemaMissing`` when pg-boss is absent."""
@@ -46,3 +103,269 @@ class PgBoss:
         if version not in SUPPORTED_SCHEMA_VERSIONS:
             raise UnsupportedSchemaVersion(version, SUPPORTED_SCHEMA_VERSIONS)
         return version
+
+    # -- queues -----------------------------------------------------------------------
+
+    def get_queue(self, name: str) -> Queue | None:
+        """The queue's configuration, cached for ``queue_cache_seconds`` like pg-boss does."""
+        cached = self._queues.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.queue_cache_seconds:
+            return cached[1]
+        rows = self._run(sql.GET_QUEUE, {"name": name}, safe_to_retry=True)
+        return self._remember(Queue.from_row(rows[0])) if rows else self._forget(name)
+
+    def get_queues(self) -> list[Queue]:
+        """Every queue, with job counts computed now (pg-boss's stats columns lag)."""
+        return [Queue.from_row(row) for row in self._run(sql.GET_QUEUES, {}, safe_to_retry=True)]
+
+    def create_queue(self, name: str, options: QueueOptions | None = None) -> Queue:
+        """Create the queue through pg-boss's ``create_queue`` function; idempotent.
+
+        Runs like Node's ``createQueue()``: in a transaction holding the ``create-queue``
+        advisory lock. An existing queue is left unchanged and returned as it is.
+        """
+        options = options or QueueOptions()
+        try:
+            check_queue_name(name)
+        except ValueError as error:
+            raise InvalidQueue("name", str(error)) from None
+        if options.dead_letter == name:
+            raise InvalidQueue("deadLetter", "deadLetter cannot be the queue itself")
+        params = {"name": name, "options": documents.encode(options.wire())}
+        with self._errors([name, options.dead_letter or name]), self.db.transaction() as tx:
+            tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + "create-queue"})
+            tx.run(self._sql(sql.CREATE_QUEUE), params)
+            row = tx.run(self._sql(sql.GET_QUEUE), {"name": name})[0]
+        return self._remember(Queue.from_row(row))
+
+    def _require_queue(self, name: str) -> Queue:
+        queue = self.get_queue(name)
+        if queue is None:
+            raise QueueNotFound(name)
+        return queue
+
+    def _remember(self, queue: Queue) -> Queue:
+        self._queues[queue.name] = (time.monotonic(), queue)
+        return queue
+
+    def _forget(self, name: str) -> None:
+        self._queues.pop(name, None)
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, name: str, data: Any = None, options: SendOptions | None = None) -> str | None:
+        """Queue one job; its id, or None when pg-boss's dedupe rules suppressed it."""
+        return self.insert([JobRequest(name, data, options or SendOptions())])[0]
+
+    def insert(self, jobs: Sequence[JobRequest]) -> list[str | None]:
+        """Queue a batch in one statement, all or nothing; ids aligned with ``jobs``.
+
+        ``None`` marks a job suppressed by a policy, throttle/debounce slot or an id
+        already in its queue. A missing queue or dead letter queue anywhere raises
+        ``QueueNotFound`` and writes nothing.
+        """
+        if not jobs:
+            return []
+        rows, keys = documents.job_rows(jobs)
+        params = {"jobs": documents.encode(rows), "channel": self.notify_channel}
+        keyless = {job.name for job in jobs if job.options.singleton_key is None}
+        names = {job.name for job in jobs} | {job.options.dead_letter for job in jobs if job.options.dead_letter}
+        inserted = self._run(sql.INSERT_JOBS, params, queues=names, keyless=keyless)
+        created = {(row["name"], str(row["id"])) for row in inserted}
+        return [key[1] if key in created else None for key in keys]
+
+    # -- working ----------------------------------------------------------------------
+
+    def fetch(
+        self,
+        name: str,
+        batch_size: int = 1,
+        *,
+        group_concurrency: int | Mapping[str, Any] | None = None,
+        include_metadata: bool = False,
+    ) -> list[Job]:
+        """Claim up to ``batch_size`` jobs as pg-boss 12.38's ``fetch()`` would.
+
+        ``group_concurrency`` caps active jobs per ``group.id`` across every worker that
+        applies the same limit (an int, or ``{"default": n, "tiers": {tier: m}}``). Losing
+        a race for a singleton slot yields an empty batch, as in pg-boss.
+        """
+        if name.startswith(INTERNAL_QUEUE_PREFIX):
+            raise InternalQueue(name)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError("batch_size must be an integer >= 1")
+        group_limit, group_tiers = documents.group_limits(group_concurrency)
+        policy = self._require_queue(name).policy
+        params = {
+            "name": name,
+            "limit": batch_size,
+            "group_limit": group_limit,
+            "group_tiers": group_tiers,
+        }
+        statement = _FETCH_BY_POLICY.get(policy, sql.FETCH_JOBS)
+        if statement is sql.FETCH_JOBS_SINGLETON:
+            params["policy"] = policy.value
+        rows = self._run(statement, params, lost_race_is_empty=True)
+        shape = JobDetails if include_metadata else Job
+        return [shape.from_row(row) for row in rows]
+
+    def complete(self, name: str, results: Sequence[tuple[Job, Any]]) -> list[str]:
+        """Complete fetched jobs with their outputs; the ids that were still held.
+
+        Fenced on each job's fetched attempt, so a job that expired or was claimed again
+        since is left alone. Outputs are stored as pg-boss stores them.
+        """
+        if not results:
+            return []
+        self._require_queue(name)
+        params = {"name": name, "jobs": documents.encode(documents.settle_rows(results))}
+        return [str(row["id"]) for row in self._run(sql.COMPLETE_JOBS, params)]
+
+    def fail(self, name: str, failures: Sequence[tuple[Job, Any]]) -> FailOutcome:
+        """Fail fetched jobs with their errors: retry, fail for good, dead-letter.
+
+        Fenced like ``complete``; each error is stored via ``error_output``.
+        """
+        if not failures:
+            return FailOutcome()
+        self._require_queue(name)
+        params = {"name": name, "jobs": documents.encode(documents.settle_rows(failures))}
+        return _outcome(self._run(sql.FAIL_JOBS, params))
+
+    def fail_expired(self, name: str) -> FailOutcome:
+        """Fail the queue's timed-out and heartbeat-lost jobs, as pg-boss's monitor does.
+
+        Each batch of up to 1000 runs in its own transaction under the advisory lock
+        pg-boss takes for the same sweep of the queue's table, so this can run next to a
+        Node supervisor without failing a job twice.
+        """
+        table = self._require_queue(name).table_name
+        rows: list[Row] = []
+        for statement, lock in (
+            (sql.FAIL_TIMED_OUT, "failJobsByTimeout"),
+            (sql.FAIL_HEARTBEAT_LOST, "failJobsByHeartbeat"),
+        ):
+            while True:
+                with self._errors([name]), self.db.transaction() as tx:
+                    tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + table + lock})
+                    batch = tx.run(self._sql(statement), {"name": name, "limit": EXPIRY_BATCH_SIZE})
+                rows.extend(row for row in batch if row["id"] is not None)
+                if batch[0]["picked"] < EXPIRY_BATCH_SIZE:
+                    break
+        return _outcome(rows)
+
+    def touch(self, name: str, jobs: Sequence[Job]) -> int:
+        """Refresh the heartbeat of jobs still held by their fetched attempt."""
+        if not jobs:
+            return 0
+        self._require_queue(name)
+        params = {"name": name, "jobs": documents.encode(documents.attempt_rows(jobs))}
+        return len(self._run(sql.TOUCH_JOBS, params))
+
+    # -- managing ---------------------------------------------------------------------
+
+    def cancel(self, name: str, ids: Collection[str | UUID]) -> int:
+        """Cancel jobs that have not finished (active ones too); how many were."""
+        return self._by_ids(sql.CANCEL_JOBS, name, ids)
+
+    def resume(self, name: str, ids: Collection[str | UUID]) -> int:
+        """Queue cancelled jobs again; how many were."""
+        return self._by_ids(sql.RESUME_JOBS, name, ids, count_column="changed")
+
+    def retry(self, name: str, ids: Collection[str | UUID]) -> int:
+        """Give failed jobs one more attempt; how many were."""
+        return self._by_ids(sql.RETRY_JOBS, name, ids)
+
+    def delete_jobs(self, name: str, ids: Collection[str | UUID]) -> int:
+        """Delete jobs in any state; how many were."""
+        return self._by_ids(sql.DELETE_JOBS, name, ids, count_column="changed")
+
+    def get_job(self, name: str, id: str | UUID, *, include_metadata: bool = False) -> Job | None:
+        """One job by queue and id (ids are unique per queue only), or None."""
+        try:
+            (job_id,) = documents.job_ids([id])
+        except ValueError:
+            return None
+        rows = self._run(sql.GET_JOB, {"name": name, "id": job_id}, safe_to_retry=True)
+        if not rows:
+            return None
+        return (JobDetails if include_metadata else Job).from_row(rows[0])
+
+    def _by_ids(
+        self, statement: str, name: str, ids: Collection[str | UUID], count_column: str | None = None
+    ) -> int:
+        if not ids:
+            return 0
+        self._require_queue(name)
+        rows = self._run(statement, {"name": name, "ids": documents.job_ids(ids)})
+        return int(rows[0][count_column]) if count_column else len(rows)
+
+    # -- statements and their errors ---------------------------------------------------
+
+    def _run(
+        self,
+        statement: str,
+        params: Mapping[str, Any],
+        *,
+        safe_to_retry: bool = False,
+        queues: Collection[str] = (),
+        keyless: Collection[str] = (),
+        lost_race_is_empty: bool = False,
+    ) -> list[Row]:
+        """Run one statement; its meaningful failures become typed errors here."""
+        with self._errors(queues, keyless):
+            try:
+                return self.db.run(self._sql(statement), params, safe_to_retry=safe_to_retry)
+            except DatabaseError as error:
+                # pg-boss 12.38 treats a unique violation during fetch as an empty fetch:
+                # another worker won the policy slot between our probe and our claim.
+                if lost_race_is_empty and error.sqlstate == _UNIQUE_VIOLATION:
+                    return []
+                raise
+
+    @contextmanager
+    def _errors(self, queues: Collection[str | None], keyless: Collection[str] = ()) -> Iterator[None]:
+        """Translate the SQLSTATEs a caller can act on, naming the queue at fault.
+
+        23503: a job or queue named a queue (or dead letter queue) that does not exist.
+        23514 from key_strict_fifo's check: a job for such a queue had no singletonKey.
+        """
+        try:
+            yield
+        except DatabaseError as error:
+            if error.sqlstate == _FOREIGN_KEY_VIOLATION:
+                missing = self._missing_queue([name for name in queues if name])
+                if missing is not None:
+                    raise QueueNotFound(missing) from error
+            if error.sqlstate == _CHECK_VIOLATION and _KEY_STRICT_FIFO_CHECK in error.message:
+                raise SingletonKeyRequired(self._key_strict_fifo_queue(keyless)) from error
+            raise
+
+    def _missing_queue(self, names: Sequence[str]) -> str | None:
+        existing = {
+            row["name"]
+            for row in self.db.run(
+                self._sql(sql.EXISTING_QUEUES), {"names": sorted(set(names))}, safe_to_retry=True
+            )
+        }
+        missing = sorted(set(names) - existing)
+        for name in missing:
+            self._forget(name)
+        return missing[0] if missing else None
+
+    def _key_strict_fifo_queue(self, names: Collection[str]) -> str:
+        for name in sorted(names):
+            self._forget(name)
+            queue = self.get_queue(name)
+            if queue is not None and queue.policy is QueuePolicy.KEY_STRICT_FIFO:
+                return name
+        return ", ".join(sorted(names))
+
+
+def _outcome(rows: Sequence[Row]) -> FailOutcome:
+    """A FailOutcome from the rows a fail statement reports (id, state, dead_letter_id)."""
+    return FailOutcome(
+        retried=tuple(str(row["id"]) for row in rows if row["state"] == "retry"),
+        failed=tuple(str(row["id"]) for row in rows if row["state"] == "failed"),
+        dead_lettered=tuple(str(row["dead_letter_id"]) for row in rows if row["dead_letter_id"]),
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.errors import NotFound, SchemaNotReady
+from shared.errors import InvalidRequest, NotFound, RequestError, SchemaNotReady
 
 
 class SchemaMissing(SchemaNotReady):
@@ -33,3 +33,29 @@ class QueueNotFound(NotFound):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"queue {name!r} does not exist")
+
+
+class InvalidQueue(InvalidRequest):
+    """A queue pg-boss would refuse to create (bad name, or its own dead letter queue)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, [{"loc": [field], "msg": message, "type": "value_error"}])
+
+
+class SingletonKeyRequired(InvalidRequest):
+    """A job for a key_strict_fifo queue came without a singletonKey."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        message = f"queue {queue!r} has policy key_strict_fifo; every job needs a singletonKey"
+        super().__init__(
+            message, [{"loc": ["options", "singletonKey"], "msg": message, "type": "missing"}]
+        )
+
+
+class InternalQueue(RequestError):
+    """pg-boss's own queues (``__pgboss__*``) are worked by pg-boss in Node only."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"queue {name!r} is internal to pg-boss and cannot be fetched from")

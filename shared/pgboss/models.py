@@ -229,6 +229,8 @@ class JobDetails(Job):
     source_retry_count: int | None
     source_output: Any
     source_root_id: str | None
+    trace_context: Any
+    upsert_by_key: bool | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobDetails:

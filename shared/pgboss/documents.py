@@ -1,0 +1,120 @@
+"""The JSON documents that carry a batch into one statement (see ``sql``).
+
+Each batch is one ``json_to_recordset`` document, so a thousand jobs cost one round
+trip and rows stay aligned with the input by their ids. Keys are the column names the
+statements declare.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from shared.pgboss.models import Job, JobRequest, error_output
+
+
+def encode(document: Any) -> str:
+    """Compact JSON; NaN and infinities are refused rather than sent as invalid JSON."""
+    return json.dumps(document, separators=(",", ":"), allow_nan=False)
+
+
+def job_rows(requests: Sequence[JobRequest]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """One INSERT_JOBS row per request and each row's ``(queue, id)``, in input order.
+
+    Ids are made here for jobs without one, so the rows the statement returns can be
+    matched to their requests; a uuid4 is what pg-boss's gen_random_uuid() makes too.
+    """
+    rows: list[dict[str, Any]] = []
+    keys: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for request in requests:
+        options = request.options
+        job_id = str(options.id or uuid4())
+        key = (request.name, job_id)
+        if key in seen:
+            raise ValueError(f"duplicate job id in insert batch: {job_id} in {request.name!r}")
+        seen.add(key)
+        keys.append(key)
+        start_after = options.start_after
+        rows.append(
+            {
+                "id": job_id,
+                "name": request.name,
+                "data": request.data,
+                "priority": options.priority,
+                "start_at": start_after.isoformat() if isinstance(start_after, datetime) else None,
+                "delay": start_after if isinstance(start_after, int) else None,
+                "singleton_key": options.singleton_key,
+                "singleton_seconds": options.singleton_seconds,
+                "next_slot": options.singleton_next_slot,
+                "group_id": options.group.id if options.group else None,
+                "group_tier": options.group.tier if options.group else None,
+                "expire_in_seconds": options.expire_in_seconds,
+                "delete_after_seconds": options.delete_after_seconds,
+                "retention_seconds": options.retention_seconds,
+                "retry_limit": options.retry_limit,
+                "retry_delay": options.retry_delay,
+                "retry_backoff": options.retry_backoff,
+                "retry_delay_max": options.retry_delay_max,
+                "dead_letter": options.dead_letter,
+                "heartbeat_seconds": options.heartbeat_seconds,
+            }
+        )
+    return rows, keys
+
+
+def attempt_rows(jobs: Iterable[Job]) -> list[dict[str, Any]]:
+    """The attempt fence of each job: its id and the retry_count it was fetched with."""
+    return [{"id": job.id, "retry_count": job.retry_count} for job in jobs]
+
+
+def settle_rows(settles: Iterable[tuple[Job, Any]]) -> list[dict[str, Any]]:
+    """Fenced attempts with the output each one stores (pg-boss's output shape)."""
+    return [
+        {"id": job.id, "retry_count": job.retry_count, "output": error_output(value)}
+        for job, value in settles
+    ]
+
+
+def job_ids(ids: Iterable[str | UUID]) -> list[str]:
+    """Canonical job ids; anything that is not a uuid is refused before reaching SQL."""
+    canonical = []
+    for value in ids:
+        try:
+            canonical.append(str(value if isinstance(value, UUID) else UUID(str(value))))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a job id (a uuid)") from None
+    return canonical
+
+
+def group_limits(group_concurrency: int | Mapping[str, Any] | None) -> tuple[int | None, str | None]:
+    """``(default limit, tiers JSON)`` for fetch, validated as pg-boss validates the option.
+
+    ``group_concurrency`` is a limit for every group, or ``{"default": n, "tiers":
+    {tier: m}}`` where a job's ``group.tier`` picks its limit.
+    """
+    if group_concurrency is None:
+        return None, None
+    if isinstance(group_concurrency, int) and not isinstance(group_concurrency, bool):
+        _check_limit(group_concurrency, "group_concurrency")
+        return group_concurrency, None
+    if not isinstance(group_concurrency, Mapping):
+        raise ValueError("group_concurrency must be a number or a mapping with default and tiers")
+    default = group_concurrency.get("default")
+    _check_limit(default, "group_concurrency.default")
+    tiers = group_concurrency.get("tiers") or {}
+    if not isinstance(tiers, Mapping):
+        raise ValueError("group_concurrency.tiers must be a mapping")
+    for tier, limit in tiers.items():
+        if not isinstance(tier, str) or not tier:
+            raise ValueError("group_concurrency tier keys must be non-empty strings")
+        _check_limit(limit, f"group_concurrency.tiers[{tier!r}]")
+    return default, json.dumps(dict(tiers)) if tiers else None
+
+
+def _check_limit(value: Any, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1")
