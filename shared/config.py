@@ -11,15 +11,18 @@ resolved before validation, so the rest of the code only ever sees plain values.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.secrets import resolve_secret_references
+from shared.webhook_routes import WebhookRoutes
 
 # pg-boss accepts bare names matching \w+ that do not start with a digit, and Postgres
 # folds them to lower case. Accepting only lower case keeps the name we quote, the
@@ -52,6 +55,24 @@ class Settings(BaseSettings):
     api_keys: tuple[SecretStr, ...] = Field((), alias="API_KEYS")
     webhook_secret: SecretStr | None = Field(None, alias="WEBHOOK_SECRET")
     drain_token: SecretStr | None = Field(None, alias="DRAIN_TOKEN")
+
+    # --- job intake (enqueue, webhook) -------------------------------------------
+    enqueue_max_body_bytes: int = Field(
+        1_048_576, alias="ENQUEUE_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576
+    )
+    enqueue_max_batch: int = Field(100, alias="ENQUEUE_MAX_BATCH", ge=1, le=1000)
+    # Off: a job for an unknown queue is a 404. On: the queue is created with pg-boss's
+    # defaults, as the Node app's first send would need it to be.
+    create_missing_queues: bool = Field(False, alias="CREATE_MISSING_QUEUES")
+    webhook_max_body_bytes: int = Field(
+        1_048_576, alias="WEBHOOK_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576
+    )
+    webhook_routes: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES")
+    webhook_routes_file: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES_FILE")
+    webhook_require_signature: bool = Field(False, alias="WEBHOOK_REQUIRE_SIGNATURE")
+    webhook_signature_tolerance_seconds: int = Field(
+        300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600
+    )
 
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
@@ -97,6 +118,45 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_routes", mode="before")
+    @classmethod
+    def _routes_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+        return value
+
+    @field_validator("webhook_routes_file", mode="before")
+    @classmethod
+    def _routes_from_file(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                text = Path(value).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{value} is not valid JSON: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_routes_source(self) -> Settings:
+        if self.webhook_routes is not None and self.webhook_routes_file is not None:
+            raise ValueError("set WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE, not both")
+        return self
+
+    @property
+    def webhook_routes_table(self) -> WebhookRoutes | None:
+        """The webhook's routes table, from whichever of the two settings holds it."""
+        return self.webhook_routes or self.webhook_routes_file
 
     @field_validator("pgboss_schema")
     @classmethod
