@@ -9,7 +9,9 @@ from shared import instance, log
 
 log.configure(instance.settings().log_level)
 
+from functions.enqueue import enqueue  # noqa: E402
 from functions.health import health  # noqa: E402
 from functions.ready import ready  # noqa: E402
+from functions.webhook import webhook  # noqa: E402
 
-__all__ = ["health", "ready"]
+__all__ = ["enqueue", "health", "ready", "webhook"]
