@@ -19,9 +19,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# pg-boss's rule for queue (and dead-letter queue) names.
+# pg-boss's rule for queue (and dead-letter queue) names. JavaScript's \w is ASCII-only
+# and its $ does not match before a trailing newline, hence ASCII and fullmatch here.
 QUEUE_NAME_PATTERN = r"^[\w.\-/]+$"
-_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
+_QUEUE_NAME = re.compile(r"[\w.\-/]+", re.ASCII)
 # pg-boss's ceiling for expireInSeconds: 24 hours, inclusive.
 MAX_EXPIRE_SECONDS = 24 * 60 * 60
 
@@ -53,7 +54,7 @@ class QueuePolicy(str, Enum):
 
 def check_queue_name(name: Any, what: str = "queue name") -> str:
     """``name`` if pg-boss would accept it as a queue name, else ``ValueError``."""
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
         raise ValueError(
             f"{what} can only contain alphanumeric characters, underscores, hyphens, "
             "periods, or forward slashes"
