@@ -1,0 +1,201 @@
+"""One small adapter per client, so every interop scenario is written once and run both ways.
+
+``PythonActor`` drives our client (``shared.pgboss.client.PgBoss``); ``NodeActor`` drives real
+pg-boss 12.38 through the Node harness. Both take options under pg-boss's own camelCase names
+and hand back the same plain shapes, so a scenario cannot tell which side it is talking to:
+
+* ``send``/``insert`` return job ids (``None`` where pg-boss would have deduplicated);
+* ``fetch`` returns ``Claim``s, which carry the attempt (``retry_count``) settling is fenced on;
+* ``complete``/``fail``/``touch`` take claims and are always fenced, as ``work()`` is in Node;
+* ``cancel``/``resume``/``retry``/``delete`` take plain ids, as both APIs do;
+* ``expire`` runs the expiry and heartbeat-loss pass for one queue: ``fail_expired`` here,
+  ``supervise(name)`` in Node (its monitor claim is released first, since Node only runs that
+  pass once a minute per queue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from shared.db import Database
+from shared.pgboss.client import PgBoss
+from shared.pgboss.models import Job, JobRequest, QueueOptions, SendOptions
+from tests.support.node_boss import NodeBoss
+
+SCHEMA = "pgboss"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A fetched job as either client handed it out; ``handle`` is that client's own object."""
+
+    id: str
+    retry_count: int
+    data: Any
+    group_id: str | None
+    handle: Any
+
+
+class Actor(Protocol):
+    name: str
+
+    def create_queue(self, queue: str, **options: Any) -> None: ...
+
+    def send(self, queue: str, data: Any = None, **options: Any) -> str | None: ...
+
+    def insert(self, queue: str, jobs: list[dict[str, Any]]) -> list[str]: ...
+
+    def fetch(self, queue: str, batch_size: int = 1, **options: Any) -> list[Claim]: ...
+
+    def complete(self, queue: str, claims: list[Claim], output: Any = None) -> int: ...
+
+    def fail(self, queue: str, claims: list[Claim], error: Any = None) -> int: ...
+
+    def touch(self, queue: str, claims: list[Claim]) -> int: ...
+
+    def cancel(self, queue: str, ids: list[str]) -> int: ...
+
+    def resume(self, queue: str, ids: list[str]) -> int: ...
+
+    def retry(self, queue: str, ids: list[str]) -> int: ...
+
+    def delete(self, queue: str, ids: list[str]) -> int: ...
+
+    def expire(self, queue: str) -> None: ...
+
+
+def _count(result: Any) -> int:
+    """How many jobs a verb changed, whatever shape the client reports it in."""
+    if isinstance(result, int):
+        return result
+    if result is None:
+        return 0
+    if hasattr(result, "retried"):
+        return len(result.retried) + len(result.failed)
+    return len(result)
+
+
+class PythonActor:
+    name = "python"
+
+    def __init__(self, boss: PgBoss) -> None:
+        self.boss = boss
+
+    def create_queue(self, queue: str, **options: Any) -> None:
+        self.boss.create_queue(queue, QueueOptions(**options))
+
+    def send(self, queue: str, data: Any = None, **options: Any) -> str | None:
+        return self.boss.send(queue, data, SendOptions(**options))
+
+    def insert(self, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
+        requests = []
+        for job in jobs:
+            options = dict(job)
+            data = options.pop("data", None)
+            requests.append(JobRequest(queue, data, SendOptions(**options)))
+        return [job_id for job_id in self.boss.insert(requests) if job_id is not None]
+
+    def fetch(self, queue: str, batch_size: int = 1, **options: Any) -> list[Claim]:
+        group = options.pop("groupConcurrency", None)
+        assert not options, f"our fetch has no option {sorted(options)}"
+        kwargs = {} if group is None else {"group_concurrency": group}
+        return [
+            Claim(job.id, job.retry_count, job.data, job.group_id, job)
+            for job in self.boss.fetch(queue, batch_size, **kwargs)
+        ]
+
+    def _job(self, queue: str, claim: Claim) -> Job:
+        """Our ``Job`` for a claim, also one the other client made (same id and attempt)."""
+        if isinstance(claim.handle, Job):
+            return claim.handle
+        job = self.boss.get_job(queue, claim.id)
+        assert job is not None, f"job {claim.id} is gone from {queue}"
+        return replace(job, retry_count=claim.retry_count)
+
+    def complete(self, queue: str, claims: list[Claim], output: Any = None) -> int:
+        return _count(self.boss.complete(queue, [(self._job(queue, claim), output) for claim in claims]))
+
+    def fail(self, queue: str, claims: list[Claim], error: Any = None) -> int:
+        return _count(self.boss.fail(queue, [(self._job(queue, claim), error) for claim in claims]))
+
+    def touch(self, queue: str, claims: list[Claim]) -> int:
+        return _count(self.boss.touch(queue, [self._job(queue, claim) for claim in claims]))
+
+    def cancel(self, queue: str, ids: list[str]) -> int:
+        return _count(self.boss.cancel(queue, ids))
+
+    def resume(self, queue: str, ids: list[str]) -> int:
+        return _count(self.boss.resume(queue, ids))
+
+    def retry(self, queue: str, ids: list[str]) -> int:
+        return _count(self.boss.retry(queue, ids))
+
+    def delete(self, queue: str, ids: list[str]) -> int:
+        return _count(self.boss.delete_jobs(queue, ids))
+
+    def expire(self, queue: str) -> None:
+        self.boss.fail_expired(queue)
+
+
+class NodeActor:
+    name = "node"
+
+    def __init__(self, node: NodeBoss, db: Database) -> None:
+        self.node = node
+        self.db = db
+
+    def create_queue(self, queue: str, **options: Any) -> None:
+        self.node.call("createQueue", queue, options)
+
+    def send(self, queue: str, data: Any = None, **options: Any) -> str | None:
+        return self.node.call("send", queue, data, options)
+
+    def insert(self, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
+        return self.node.call("insert", queue, jobs, {"returnId": True}) or []
+
+    def fetch(self, queue: str, batch_size: int = 1, **options: Any) -> list[Claim]:
+        jobs = self.node.call("fetch", queue, {"batchSize": batch_size, **options})
+        return [Claim(job["id"], job["retryCount"], job["data"], job["groupId"], job) for job in jobs]
+
+    @staticmethod
+    def _fence(claims: list[Claim]) -> list[dict[str, Any]]:
+        return [{"id": claim.id, "retryCount": claim.retry_count} for claim in claims]
+
+    def complete(self, queue: str, claims: list[Claim], output: Any = None) -> int:
+        return self.node.call("complete", queue, self._fence(claims), output)["affected"]
+
+    def fail(self, queue: str, claims: list[Claim], error: Any = None) -> int:
+        return self.node.call("fail", queue, self._fence(claims), error)["affected"]
+
+    def touch(self, queue: str, claims: list[Claim]) -> int:
+        return self.node.call("touch", queue, self._fence(claims))["affected"]
+
+    def cancel(self, queue: str, ids: list[str]) -> int:
+        return self.node.call("cancel", queue, ids)["affected"]
+
+    def resume(self, queue: str, ids: list[str]) -> int:
+        return self.node.call("resume", queue, ids)["affected"]
+
+    def retry(self, queue: str, ids: list[str]) -> int:
+        return self.node.call("retry", queue, ids)["affected"]
+
+    def delete(self, queue: str, ids: list[str]) -> int:
+        return self.node.call("deleteJob", queue, ids)["affected"]
+
+    def expire(self, queue: str) -> None:
+        release_monitor_claim(self.db, queue)
+        self.node.call("supervise", queue)
+
+
+def release_monitor_claim(db: Database, queue: str) -> None:
+    """Let Node's next ``supervise`` run its expiry pass for ``queue`` now (test harness only)."""
+    db.run(
+        f"UPDATE {SCHEMA}.queue SET monitor_claim_on = NULL, monitor_on = NULL WHERE name = :name",
+        {"name": queue},
+    )
+
+
+def release_maintenance_claim(db: Database, queue: str) -> None:
+    """Let Node's next ``supervise`` run its retention pass for ``queue`` now (test harness only)."""
+    db.run(f"UPDATE {SCHEMA}.queue SET maintain_on = NULL WHERE name = :name", {"name": queue})
