@@ -24,6 +24,9 @@ MAX_JSON_DEPTH = 100
 # pg-boss stores every numeric option in an ``integer`` column or adds it to a timestamp.
 _INT4_MAX = 2**31 - 1
 _INT4_MIN = -(2**31)
+# singletonKey and group ids are btree-indexed by pg-boss; PostgreSQL refuses an index
+# entry over 2704 bytes, so a longer key would fail the insert with an error of ours.
+MAX_KEY_BYTES = 1024
 
 Loc = list[str | int]
 
@@ -176,8 +179,15 @@ def parse_enqueue(body: Any, *, max_batch: int) -> tuple[list[JobRequest], bool]
         raise invalid(field_errors(exc)) from None
     jobs = parsed.jobs if isinstance(parsed, BatchIn) else [parsed]
     errors = []
+    seen: dict[tuple[str, Any], int] = {}
     for index, job in enumerate(jobs):
-        errors += int4_errors(job.options, ["jobs", index, "options"] if batch else ["options"])
+        prefix: Loc = ["jobs", index, "options"] if batch else ["options"]
+        errors += int4_errors(job.options, prefix) + key_errors(job.options, prefix)
+        if job.options.id is not None:
+            first = seen.setdefault((job.name, job.options.id), index)
+            if first != index:
+                errors.append({"loc": [*prefix, "id"], "msg": f"repeats the id of jobs[{first}] in the "
+                               "same queue", "type": "duplicate_id"})
     if errors:
         raise invalid(errors)
     return [job.request() for job in jobs], batch
@@ -269,6 +279,19 @@ def int4_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
                 }
             )
     return errors
+
+
+def key_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
+    """Indexed keys longer than ``MAX_KEY_BYTES`` in UTF-8."""
+    keys: list[tuple[Loc, str | None]] = [(["singletonKey"], options.singleton_key)]
+    if options.group is not None:
+        keys += [(["group", "id"], options.group.id), (["group", "tier"], options.group.tier)]
+    return [
+        {"loc": [*prefix, *loc], "msg": f"must be at most {MAX_KEY_BYTES} bytes of UTF-8",
+         "type": "string_too_long"}
+        for loc, value in keys
+        if value is not None and len(value.encode("utf-8")) > MAX_KEY_BYTES
+    ]
 
 
 def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from tests.conftest import API_KEY, SCHEMA, count_jobs
 from tests.intake.conftest import QUEUE, create_queues, jobs_in, unchanged
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ID = str(uuid.uuid4())
 
 
 @pytest.fixture
@@ -135,6 +136,10 @@ def test_unknown_dead_letter_queue_is_404(client, db) -> None:
         ({"name": QUEUE, "options": {"notAnOption": 1}}, ["options", "notAnOption"]),
         ({"name": QUEUE, "options": {"priority": 2**31}}, ["options", "priority"]),
         ({"name": QUEUE, "options": {"retryLimit": 10**12}}, ["options", "retryLimit"]),
+        ({"name": QUEUE, "options": {"singletonKey": "é" * 513}}, ["options", "singletonKey"]),
+        ({"name": QUEUE, "options": {"group": {"id": "g" * 1025}}}, ["options", "group", "id"]),
+        ({"jobs": [{"name": QUEUE, "options": {"id": ID}}, {"name": QUEUE, "options": {"id": ID}}]},
+         ["jobs", 1, "options", "id"]),
         ({"name": QUEUE, "options": {"startAfter": "tomorrow"}}, ["options", "startAfter"]),
         ({"name": QUEUE, "options": {"id": "not-a-uuid"}}, ["options", "id"]),
         ({"name": QUEUE, "options": []}, ["options"]),
@@ -307,6 +312,18 @@ def test_missing_schema_is_503(client_for, empty_database_url) -> None:
     client = client_for("enqueue", url=empty_database_url)
     response = post(client, {"name": QUEUE})
     assert response.status_code == 503
+
+
+def test_keys_up_to_the_index_limit_are_accepted(client, db) -> None:
+    key = "k" * intake.MAX_KEY_BYTES
+    body = {"name": QUEUE, "options": {"singletonKey": key, "group": {"id": key, "tier": key}}}
+    assert post(client, body).status_code == 201
+
+
+def test_the_same_id_in_two_queues_is_two_jobs(client, db) -> None:
+    create_queues(db, "intake-other")
+    jobs = [{"name": QUEUE, "options": {"id": ID}}, {"name": "intake-other", "options": {"id": ID}}]
+    assert post(client, {"jobs": jobs}).get_json() == {"ids": [ID, ID], "deduplicated": 0}
 
 
 def test_job_rows_carry_the_options_sent(client, db) -> None:
