@@ -6,7 +6,7 @@ Tests check outcomes in pg-boss's own tables, so they read rows with plain SQL h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -73,3 +73,11 @@ def queue(boss: PgBoss) -> Callable[..., str]:
         return name
 
     return create
+
+
+@pytest.fixture
+def other_db(database_url: str) -> Iterator[Database]:
+    """A second connection to the test database, for locks and races between sessions."""
+    database = Database(database_url)
+    yield database
+    database.close()

@@ -111,14 +111,13 @@ def test_singleton_policies_claim_one_active_job_per_key(
 
 
 def test_a_lost_singleton_race_is_an_empty_fetch(
-    boss: PgBoss, database_url: str, queue: Callable[..., str]
+    boss: PgBoss, other_db: Database, queue: Callable[..., str]
 ) -> None:
     queue("race", policy="singleton")
     boss.send("race", 1)
     boss.send("race", 2)
-    rival = Database(database_url)
     result: list[list[Job]] = []
-    with rival.transaction() as tx:
+    with other_db.transaction() as tx:
         claimed = tx.run(
             sql.render(sql.FETCH_JOBS_SINGLETON, SCHEMA),
             {"name": "race", "limit": 1, "group_limit": None, "group_tiers": None, "policy": "singleton"},
@@ -130,7 +129,6 @@ def test_a_lost_singleton_race_is_an_empty_fetch(
         worker.start()
         time.sleep(0.5)
     worker.join(10)
-    rival.close()
     assert result == [[]]
 
 

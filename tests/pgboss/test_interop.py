@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from shared.db import Database
+from shared.pgboss import sql
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import Job, SendOptions
 from tests.conftest import SCHEMA
@@ -246,3 +248,26 @@ def test_our_notify_wakes_a_listening_node_worker(boss: PgBoss, database_url: st
         (received,) = node.wait_received("woken", 1, timeout=10)
         assert received["id"] == job_id
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("suffix", "call"),
+    [
+        ("create-queue", ("createQueue", "locked_out")),
+        ("job_commonfailJobsByTimeout", ("supervise", "sweep")),
+    ],
+)
+def test_our_advisory_lock_keys_are_the_ones_node_waits_for(
+    boss: PgBoss, other_db: Database, node_boss: NodeBoss, queues: Callable[..., None],
+    suffix: str, call: tuple[str, str],
+) -> None:
+    queues("sweep")
+    finished = threading.Event()
+    with other_db.transaction() as tx:
+        tx.run(sql.render(sql.ADVISORY_LOCK, SCHEMA), {"key": SCHEMA + suffix})
+        worker = threading.Thread(target=lambda: (node_boss.call(*call), finished.set()))
+        worker.start()
+        time.sleep(1)
+        assert not finished.is_set()
+    worker.join(20)
+    assert finished.is_set()

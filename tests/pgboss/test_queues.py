@@ -90,12 +90,11 @@ def test_invalid_queues_are_refused(boss: PgBoss, name: str, options: QueueOptio
     assert caught.value.errors[0]["loc"] == [field]
 
 
-def test_create_queue_waits_for_pg_boss_create_queue_lock(boss: PgBoss, database_url: str) -> None:
+def test_create_queue_waits_for_pg_boss_create_queue_lock(boss: PgBoss, other_db: Database) -> None:
     # The key is derived here independently from the documented formula, so a client
     # that hashed something else would not wait.
-    holder = Database(database_url)
     done = threading.Event()
-    with holder.transaction() as tx:
+    with other_db.transaction() as tx:
         tx.run(
             "SELECT pg_advisory_xact_lock(('x' || encode(sha224(convert_to("
             "current_database() || '.pgboss.' || :schema || 'create-queue', 'UTF8')), 'hex'))::bit(64)::bigint)",
@@ -107,20 +106,18 @@ def test_create_queue_waits_for_pg_boss_create_queue_lock(boss: PgBoss, database
         assert not done.is_set()
     worker.join(10)
     assert done.is_set()
-    holder.close()
 
 
-def test_get_queue_is_cached_until_it_expires(db: Database, database_url: str) -> None:
+def test_get_queue_is_cached_until_it_expires(db: Database, other_db: Database) -> None:
     boss = PgBoss(db, SCHEMA, queue_cache_seconds=60)
     assert boss.get_queue("later") is None
-    other = PgBoss(Database(database_url), SCHEMA)
+    other = PgBoss(other_db, SCHEMA)
     other.create_queue("later", QueueOptions(retryLimit=1))
     assert boss.get_queue("later").retry_limit == 1  # a miss is never cached
     db.run(f"UPDATE {SCHEMA}.queue SET retry_limit = 9 WHERE name = 'later'")
     assert boss.get_queue("later").retry_limit == 1
     fresh = PgBoss(db, SCHEMA, queue_cache_seconds=0)
     assert fresh.get_queue("later").retry_limit == 9
-    other.db.close()
 
 
 def test_get_queues_counts_jobs_live(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:

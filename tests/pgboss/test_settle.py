@@ -253,15 +253,14 @@ def test_expiry_works_through_batches_of_a_thousand(
 
 
 def test_expiry_takes_pg_boss_advisory_lock(
-    boss: PgBoss, db: Database, database_url: str, queue: Callable[..., str]
+    boss: PgBoss, db: Database, other_db: Database, queue: Callable[..., str]
 ) -> None:
     queue("guarded", expireInSeconds=1, retryLimit=0)
     boss.send("guarded")
     job = fetch_one(boss, "guarded")
     age(db, "guarded", job.id, 5, "started_on")
-    holder = Database(database_url)
     results: list[FailOutcome] = []
-    with holder.transaction() as tx:
+    with other_db.transaction() as tx:
         tx.run(
             "SELECT pg_advisory_xact_lock(('x' || encode(sha224(convert_to(current_database() || "
             "'.pgboss.' || :schema || 'job_common' || 'failJobsByTimeout', 'UTF8')), 'hex'))::bit(64)::bigint)",
@@ -272,7 +271,6 @@ def test_expiry_takes_pg_boss_advisory_lock(
         time.sleep(0.5)
         assert results == []
     worker.join(10)
-    holder.close()
     assert results == [FailOutcome(failed=(job.id,))]
 
 
