@@ -68,12 +68,12 @@ Authentication: the shared secret (`WEBHOOK_SECRET`) as a Bearer token or in
 `WEBHOOK_SIGNATURE_TOLERANCE_SECONDS` of now). Every credential sent must be valid.
 """
 
-ENQUEUE_DESCRIPTION = """\
+ENQUEUE_DESCRIPTION = f"""\
 Queue one job (`Job`) or a batch (`Batch`, up to `ENQUEUE_MAX_BATCH` jobs, inserted
 in one statement: all or none). Options are pg-boss's own `send()` options under
 their pg-boss names; an unknown option is refused, numeric options must fit
 PostgreSQL's `integer` (pg-boss's columns), and `singletonKey` and `group` ids are at
-most 1024 bytes (pg-boss indexes them). Ids in one batch must differ per queue. The
+most {intake.MAX_KEY_BYTES} bytes (pg-boss indexes them). Ids in one batch must differ per queue. The
 queue must exist (404) unless
 the deployment sets `CREATE_MISSING_QUEUES`, in which case it is created with
 pg-boss's defaults.
