@@ -56,11 +56,13 @@ _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
 _KEY_STRICT_FIFO_CHECK = "job_key_strict_fifo_singleton_key_check"
 
+# (plain, with metadata) fetch statements per policy; other policies use FETCH_JOBS.
 _FETCH_BY_POLICY = {
-    QueuePolicy.SINGLETON: sql.FETCH_JOBS_SINGLETON,
-    QueuePolicy.STATELY: sql.FETCH_JOBS_SINGLETON,
-    QueuePolicy.KEY_STRICT_FIFO: sql.FETCH_JOBS_KEY_STRICT_FIFO,
+    QueuePolicy.SINGLETON: (sql.FETCH_JOBS_SINGLETON, sql.FETCH_JOBS_SINGLETON_DETAILED),
+    QueuePolicy.STATELY: (sql.FETCH_JOBS_SINGLETON, sql.FETCH_JOBS_SINGLETON_DETAILED),
+    QueuePolicy.KEY_STRICT_FIFO: (sql.FETCH_JOBS_KEY_STRICT_FIFO, sql.FETCH_JOBS_KEY_STRICT_FIFO_DETAILED),
 }
+_SINGLETON_POLICIES = {QueuePolicy.SINGLETON, QueuePolicy.STATELY}
 
 
 class PgBoss:
@@ -202,8 +204,9 @@ class PgBoss:
             "group_limit": group_limit,
             "group_tiers": group_tiers,
         }
-        statement = _FETCH_BY_POLICY.get(policy, sql.FETCH_JOBS)
-        if statement is sql.FETCH_JOBS_SINGLETON:
+        plain, detailed = _FETCH_BY_POLICY.get(policy, (sql.FETCH_JOBS, sql.FETCH_JOBS_DETAILED))
+        statement = detailed if include_metadata else plain
+        if policy in _SINGLETON_POLICIES:
             params["policy"] = policy.value
         rows = self._run(statement, params, lost_race_is_empty=True)
         shape = JobDetails if include_metadata else Job
