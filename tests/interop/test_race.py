@@ -96,3 +96,71 @@ def test_node_worker_and_two_python_loops_drain_without_duplicates(
     for side, ids in claims.items():
         assert {by_output[job_id] for job_id in ids} == {side}
     print("claims per side:", {side: len(ids) for side, ids in claims.items()})
+
+
+SETTLE_JOBS = 400
+
+
+def _settle_in_batches(settle: object, claims: list, start: threading.Barrier, errors: list) -> None:
+    try:
+        start.wait()
+        for i in range(0, len(claims), 20):
+            settle(claims[i : i + 20])  # type: ignore[operator]
+    except BaseException as error:  # reported by the test thread
+        errors.append(error)
+
+
+@pytest.mark.parametrize("ours, theirs", [("fail", "fail"), ("complete", "fail"), ("fail", "expire")])
+def test_racing_settles_on_the_same_claims_settle_each_job_once(
+    ours: str, theirs: str, database_url: str, node_boss: NodeBoss, boss: PgBoss, db: Database
+) -> None:
+    """Both clients settle the same claims at the same moment; the fence and the row locks must
+    let exactly one settle win per job: one final state, one dead-letter copy per failed job."""
+    node_boss.call("createQueue", "dlq")
+    node_boss.call("createQueue", "q", {"retryLimit": 0, "deadLetter": "dlq", "expireInSeconds": 1})
+    boss.insert([JobRequest("q", {"n": n}) for n in range(SETTLE_JOBS)])
+    jobs = boss.fetch("q", SETTLE_JOBS)
+    assert len(jobs) == SETTLE_JOBS
+    db.run("UPDATE pgboss.job SET started_on = started_on - interval '1 minute' WHERE name = 'q'")
+
+    # Our side runs on its own connection and thread; pg-boss's calls go through the driver.
+    own = PgBoss(Database(database_url), "pgboss")
+    error = {"name": "Error", "message": "boom", "stack": "Error: boom"}
+    python_settle = {
+        "fail": lambda batch: own.fail("q", [(job, error) for job in batch]),
+        "complete": lambda batch: own.complete("q", [(job, {"by": "python"}) for job in batch]),
+    }[ours]
+    fence = [{"id": job.id, "retryCount": job.retry_count} for job in jobs]
+    released = False
+
+    def node_settle(batch: list) -> None:
+        nonlocal released
+        if theirs == "fail":
+            node_boss.call("fail", "q", batch, error)
+        elif not released:
+            released = True
+            db.run("UPDATE pgboss.queue SET monitor_claim_on = NULL, monitor_on = NULL WHERE name = 'q'")
+            node_boss.call("supervise", "q")
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=_settle_in_batches, args=(python_settle, jobs, start, errors)),
+        threading.Thread(target=_settle_in_batches, args=(node_settle, fence, start, errors)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    own.db.close()
+    assert not errors, errors
+
+    rows = db.run("SELECT state::text, count(*)::int AS n FROM pgboss.job WHERE name = 'q' GROUP BY 1")
+    states = {row["state"]: row["n"] for row in rows}
+    assert sum(states.values()) == SETTLE_JOBS
+    assert set(states) <= {"completed", "failed"}
+    copies = db.run(
+        "SELECT count(*)::int AS n, count(DISTINCT source_id)::int AS sources FROM pgboss.job WHERE name = 'dlq'"
+    )[0]
+    assert copies["n"] == copies["sources"] == states.get("failed", 0)
+    print(f"{ours} vs {theirs}:", states)
