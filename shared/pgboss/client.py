@@ -114,7 +114,10 @@ class PgBoss:
         if cached is not None and time.monotonic() - cached[0] < self.queue_cache_seconds:
             return cached[1]
         rows = self._run(sql.GET_QUEUE, {"name": name}, safe_to_retry=True)
-        return self._remember(Queue.from_row(rows[0])) if rows else self._forget(name)
+        if not rows:
+            self._forget(name)
+            return None
+        return self._remember(Queue.from_row(rows[0]))
 
     def get_queues(self) -> list[Queue]:
         """Every queue, with job counts computed now (pg-boss's stats columns lag)."""
@@ -171,7 +174,9 @@ class PgBoss:
         rows, keys = documents.job_rows(jobs)
         params = {"jobs": documents.encode(rows), "channel": self.notify_channel}
         keyless = {job.name for job in jobs if job.options.singleton_key is None}
-        names = {job.name for job in jobs} | {job.options.dead_letter for job in jobs if job.options.dead_letter}
+        names = {job.name for job in jobs} | {
+            job.options.dead_letter for job in jobs if job.options.dead_letter
+        }
         inserted = self._run(sql.INSERT_JOBS, params, queues=names, keyless=keyless)
         created = {(row["name"], str(row["id"])) for row in inserted}
         return [key[1] if key in created else None for key in keys]

@@ -22,9 +22,7 @@ class UnsupportedSchemaVersion(SchemaNotReady):
         self.found = found
         self.supported = tuple(sorted(supported))
         low, high = self.supported[0], self.supported[-1]
-        super().__init__(
-            f"pg-boss schema version {found} is unsupported; supported range is {low}..{high}"
-        )
+        super().__init__(f"pg-boss schema version {found} is unsupported; supported range is {low}..{high}")
 
 
 class QueueNotFound(NotFound):
@@ -48,9 +46,7 @@ class SingletonKeyRequired(InvalidRequest):
     def __init__(self, queue: str) -> None:
         self.queue = queue
         message = f"queue {queue!r} has policy key_strict_fifo; every job needs a singletonKey"
-        super().__init__(
-            message, [{"loc": ["options", "singletonKey"], "msg": message, "type": "missing"}]
-        )
+        super().__init__(message, [{"loc": ["options", "singletonKey"], "msg": message, "type": "missing"}])
 
 
 class InternalQueue(RequestError):

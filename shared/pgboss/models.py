@@ -30,7 +30,7 @@ StrictInt = Annotated[int, Field(strict=True)]
 StrictBool = Annotated[bool, Field(strict=True)]
 
 
-class JobState(str, Enum):
+class JobState(str, Enum):  # noqa: UP042 - the shared API names (str, Enum)
     """pg-boss's ``job_state`` enum, in its declaration (and therefore sort) order."""
 
     CREATED = "created"
@@ -41,7 +41,7 @@ class JobState(str, Enum):
     FAILED = "failed"
 
 
-class QueuePolicy(str, Enum):
+class QueuePolicy(str, Enum):  # noqa: UP042 - like JobState
     """pg-boss's queue policies; each is enforced by a unique index and by fetch."""
 
     STANDARD = "standard"
@@ -79,9 +79,7 @@ class _RetryAndLifetime(_Options):
     retry_delay: StrictInt | None = Field(None, alias="retryDelay", ge=0)
     retry_backoff: StrictBool | None = Field(None, alias="retryBackoff")
     retry_delay_max: StrictInt | None = Field(None, alias="retryDelayMax", ge=0)
-    expire_in_seconds: StrictInt | None = Field(
-        None, alias="expireInSeconds", ge=1, le=MAX_EXPIRE_SECONDS
-    )
+    expire_in_seconds: StrictInt | None = Field(None, alias="expireInSeconds", ge=1, le=MAX_EXPIRE_SECONDS)
     retention_seconds: StrictInt | None = Field(None, alias="retentionSeconds", ge=1)
     delete_after_seconds: StrictInt | None = Field(None, alias="deleteAfterSeconds", ge=0)
     dead_letter: str | None = Field(None, alias="deadLetter")
@@ -176,7 +174,7 @@ class JobRequest:
 
     name: str
     data: Any = None
-    options: SendOptions = SendOptions()
+    options: SendOptions = SendOptions()  # noqa: RUF009 - frozen, so one shared default is safe
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ Postgres routes and prunes to the queue's own table.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 
@@ -206,7 +207,15 @@ SELECT name, id FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
 """
 
 
-def _fetch(policy_ctes: str, policy_filter: str, *, one_per_key: bool, returning: str) -> str:
+class _PolicyRules(NamedTuple):
+    """What a queue policy adds to the shared fetch: CTEs, a filter, one job per key."""
+
+    ctes: str
+    filter: str
+    one_per_key: bool
+
+
+def _fetch(rules: _PolicyRules, returning: str) -> str:
     """pg-boss 12.38 fetchNextJob(), with a policy's extra rules spliced in.
 
     Shared by every policy: eligible rows are queued (created/retry), not blocked by a
@@ -222,11 +231,9 @@ def _fetch(policy_ctes: str, policy_filter: str, *, one_per_key: bool, returning
     path (decoding every column of a 1000-job batch cost pg8000 about 40% more), or
     every column for ``include_metadata``.
     """
-    key_rank = (
-        "row_number() OVER (PARTITION BY singleton_key)" if one_per_key else "1"
-    )
+    key_rank = "row_number() OVER (PARTITION BY singleton_key)" if rules.one_per_key else "1"
     return f"""
-WITH {policy_ctes}
+WITH {rules.ctes}
 active_groups AS MATERIALIZED (
   SELECT coalesce(jsonb_object_agg(group_id, active), '{{}}'::jsonb) AS counts
   FROM (
@@ -246,7 +253,7 @@ candidates AS (
     AND j.state < 'active'
     AND NOT j.blocked
     AND j.start_after <= {{schema}}.job_now()
-    {policy_filter}
+    {rules.filter}
     AND (j.group_id IS NULL OR CAST(:group_limit AS int) IS NULL
          OR coalesce(((SELECT counts FROM active_groups) ->> j.group_id)::int, 0)
             < coalesce((CAST(:group_tiers AS jsonb) ->> j.group_tier)::int,
@@ -283,48 +290,48 @@ _JOB_COLUMNS = """j.id, j.name, j.data, j.retry_count, j.retry_limit, j.expire_s
   j.heartbeat_seconds, j.started_on, j.group_id, j.group_tier, j.priority, j.singleton_key"""
 
 # standard, short and exclusive queues: their policies only restrict inserts.
-_PLAIN = {"policy_ctes": "", "policy_filter": "", "one_per_key": False}
+_PLAIN = _PolicyRules(ctes="", filter="", one_per_key=False)
 
 # singleton and stately queues (:policy): a key that already has an active job of that
 # policy is skipped (a live probe, as 12.38 does), and a batch takes at most one job per
 # singleton_key, so the claim never trips job_i2/i3.
-_SINGLETON = {
-    "policy_ctes": "",
-    "policy_filter": """AND NOT EXISTS (
+_SINGLETON = _PolicyRules(
+    ctes="",
+    filter="""AND NOT EXISTS (
       SELECT 1 FROM {schema}.job busy
       WHERE busy.name = j.name AND busy.state = 'active' AND busy.policy = :policy
         AND coalesce(busy.singleton_key, '') = coalesce(j.singleton_key, ''))""",
-    "one_per_key": True,
-}
+    one_per_key=True,
+)
 
 # key_strict_fifo queues: only each key's head may be claimed, the head being the due,
 # unblocked queued job ordered retry before created, then oldest (then id); and a key is
 # held back while any other job of it is active, in retry or failed (a failed job blocks
 # its key until it is deleted or retried).
-_KEY_STRICT_FIFO = {
-    "policy_ctes": """heads AS MATERIALIZED (
+_KEY_STRICT_FIFO = _PolicyRules(
+    ctes="""heads AS MATERIALIZED (
   SELECT DISTINCT ON (h.singleton_key) h.id
   FROM {schema}.job h
   WHERE h.name = :name AND h.state < 'active' AND NOT h.blocked
     AND h.policy = 'key_strict_fifo' AND h.start_after <= {schema}.job_now()
   ORDER BY h.singleton_key, h.state DESC, h.created_on, h.id
 ),""",
-    "policy_filter": """AND j.id IN (SELECT id FROM heads)
+    filter="""AND j.id IN (SELECT id FROM heads)
     AND NOT EXISTS (
       SELECT 1 FROM {schema}.job held
       WHERE held.name = j.name AND held.singleton_key = j.singleton_key
         AND held.state IN ('active', 'retry', 'failed') AND held.policy = 'key_strict_fifo'
         AND held.id <> j.id)""",
-    "one_per_key": False,
-}
+    one_per_key=False,
+)
 
 # pg-boss 12.38 fetchNextJob(), per policy; the *_DETAILED ones return every column.
-FETCH_JOBS = _fetch(**_PLAIN, returning=_JOB_COLUMNS)
-FETCH_JOBS_DETAILED = _fetch(**_PLAIN, returning="j.*")
-FETCH_JOBS_SINGLETON = _fetch(**_SINGLETON, returning=_JOB_COLUMNS)
-FETCH_JOBS_SINGLETON_DETAILED = _fetch(**_SINGLETON, returning="j.*")
-FETCH_JOBS_KEY_STRICT_FIFO = _fetch(**_KEY_STRICT_FIFO, returning=_JOB_COLUMNS)
-FETCH_JOBS_KEY_STRICT_FIFO_DETAILED = _fetch(**_KEY_STRICT_FIFO, returning="j.*")
+FETCH_JOBS = _fetch(_PLAIN, returning=_JOB_COLUMNS)
+FETCH_JOBS_DETAILED = _fetch(_PLAIN, returning="j.*")
+FETCH_JOBS_SINGLETON = _fetch(_SINGLETON, returning=_JOB_COLUMNS)
+FETCH_JOBS_SINGLETON_DETAILED = _fetch(_SINGLETON, returning="j.*")
+FETCH_JOBS_KEY_STRICT_FIFO = _fetch(_KEY_STRICT_FIFO, returning=_JOB_COLUMNS)
+FETCH_JOBS_KEY_STRICT_FIFO_DETAILED = _fetch(_KEY_STRICT_FIFO, returning="j.*")
 
 # pg-boss 12.38 complete() with job objects (the attempt fence): only an active job whose
 # retry_count is still the fetched one is completed, so a late settle after expiry or a
@@ -473,8 +480,7 @@ LEFT JOIN dead_lettered d ON d.source_id = s.id
 # pg-boss 12.38 failJobsByTimeout(): active jobs past started_on + expire_seconds, run
 # under the '<table>failJobsByTimeout' advisory lock.
 FAIL_TIMED_OUT = _expire(
-    "j.state = 'active' AND j.started_on + j.expire_seconds * interval '1 second'"
-    " < {schema}.job_now()",
+    "j.state = 'active' AND j.started_on + j.expire_seconds * interval '1 second' < {schema}.job_now()",
     "job timed out",
 )
 

@@ -11,15 +11,24 @@ from typing import Any
 
 import pytest
 
-from shared.db import Database
+from shared.db import Database, Transaction
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import QueueOptions
 from tests.conftest import SCHEMA
 
 # Columns that differ between two otherwise identical jobs sent at different moments.
 VOLATILE = {
-    "id", "created_on", "start_after", "keep_until", "started_on", "completed_on",
-    "heartbeat_on", "singleton_on", "source_id", "source_created_on", "source_root_id",
+    "id",
+    "created_on",
+    "start_after",
+    "keep_until",
+    "started_on",
+    "completed_on",
+    "heartbeat_on",
+    "singleton_on",
+    "source_id",
+    "source_created_on",
+    "source_root_id",
 }
 
 
@@ -40,7 +49,8 @@ def job_rows(db: Database, name: str) -> list[dict[str, Any]]:
 
 def dead_letters(db: Database, name: str, source_id: str) -> list[dict[str, Any]]:
     return db.run(
-        f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = :name AND source_id = CAST(:id AS uuid)",
+        f"SELECT *, state::text AS state FROM {SCHEMA}.job "
+        "WHERE name = :name AND source_id = CAST(:id AS uuid)",
         {"name": name, "id": source_id},
     )
 
@@ -61,6 +71,15 @@ def seconds_until(db: Database, name: str, job_id: str, column: str = "start_aft
             "WHERE name = :name AND id = CAST(:id AS uuid)",
             {"name": name, "id": job_id},
         )[0]["s"]
+    )
+
+
+def hold_pg_boss_lock(tx: Transaction, suffix: str) -> None:
+    """Take pg-boss's advisory lock ``suffix`` as documented, independently of the client."""
+    tx.run(
+        "SELECT pg_advisory_xact_lock(('x' || encode(sha224(convert_to("
+        "current_database() || '.pgboss.' || :schema || :suffix, 'UTF8')), 'hex'))::bit(64)::bigint)",
+        {"schema": SCHEMA, "suffix": suffix},
     )
 
 

@@ -47,7 +47,9 @@ def test_fetch_takes_higher_priority_then_older_jobs_first(boss: PgBoss, queue: 
     assert [job.id for job in drain_one_by_one(boss, "ordered")] == [ids[1], ids[3], ids[2], ids[0], ids[4]]
 
 
-def test_jobs_are_not_fetched_before_start_after(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_jobs_are_not_fetched_before_start_after(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("delayed")
     job_id = boss.send("delayed", None, SendOptions(startAfter=30))
     assert boss.fetch("delayed") == []
@@ -194,7 +196,8 @@ def test_group_concurrency_tiers(boss: PgBoss, queue: Callable[..., str]) -> Non
 
 
 @pytest.mark.parametrize(
-    "limits", [0, True, "2", {"tiers": {"a": 1}}, {"default": 1, "tiers": {"a": 0}}, {"default": 1, "tiers": {"": 2}}]
+    "limits",
+    [0, True, "2", {"tiers": {"a": 1}}, {"default": 1, "tiers": {"a": 0}}, {"default": 1, "tiers": {"": 2}}],
 )
 def test_group_concurrency_is_validated(boss: PgBoss, queue: Callable[..., str], limits: object) -> None:
     queue("checked")

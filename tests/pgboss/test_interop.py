@@ -77,7 +77,9 @@ def test_a_send_with_every_option_writes_the_row_node_writes(
     py_row, node_row = job_row(db, "same", py_id), job_row(db, "same", node_id)
     assert (py_row["singleton_key"], node_row["singleton_key"]) == ("py", "node")
     # An absolute start_after, its keep_until and the day's throttle slot are equal too.
-    assert without(py_row, "id", "created_on", "singleton_key") == without(node_row, "id", "created_on", "singleton_key")
+    assert without(py_row, "id", "created_on", "singleton_key") == without(
+        node_row, "id", "created_on", "singleton_key"
+    )
     assert py_row["start_after"] == node_row["start_after"]
     assert py_row["start_after"].astimezone(UTC).hour == 4
 
@@ -86,9 +88,19 @@ def test_a_send_without_options_writes_the_row_node_writes(
     boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]
 ) -> None:
     queues("interop_dlq")
-    queues("defaults", policy="short", retryLimit=6, retryDelay=2, retryBackoff=True, retryDelayMax=9,
-           expireInSeconds=70, retentionSeconds=800, deleteAfterSeconds=90, deadLetter="interop_dlq",
-           heartbeatSeconds=30)
+    queues(
+        "defaults",
+        policy="short",
+        retryLimit=6,
+        retryDelay=2,
+        retryBackoff=True,
+        retryDelayMax=9,
+        expireInSeconds=70,
+        retentionSeconds=800,
+        deleteAfterSeconds=90,
+        deadLetter="interop_dlq",
+        heartbeatSeconds=30,
+    )
     py_id = boss.send("defaults", None, SendOptions(singletonKey="py"))
     node_id = node_boss.call("send", "defaults", None, {"singletonKey": "node"})
     py_row, node_row = job_row(db, "defaults", py_id), job_row(db, "defaults", node_id)
@@ -98,13 +110,17 @@ def test_a_send_without_options_writes_the_row_node_writes(
         assert row["start_after"] == row["created_on"]
 
 
-def test_delayed_sends_match(boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]) -> None:
+def test_delayed_sends_match(
+    boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]
+) -> None:
     queues("delays")
     py_id = boss.send("delays", 1, SendOptions(startAfter=120))
     node_id = node_boss.call("send", "delays", 1, {"startAfter": 120})
     for job_id in (py_id, node_id):
         assert 115 < seconds_until(db, "delays", job_id) <= 120
-    assert without(job_row(db, "delays", py_id), *VOLATILE) == without(job_row(db, "delays", node_id), *VOLATILE)
+    assert without(job_row(db, "delays", py_id), *VOLATILE) == without(
+        job_row(db, "delays", node_id), *VOLATILE
+    )
 
 
 def test_debounce_matches_send_debounced(
@@ -144,11 +160,16 @@ def test_python_fetch_returns_what_node_fetch_returns(
     (ours,) = boss.fetch("fetched")
     theirs = node_job(node_boss, "fetched")
     assert (ours.data, ours.retry_count, ours.expire_seconds, ours.heartbeat_seconds) == (
-        theirs["data"], theirs["retryCount"], theirs["expireInSeconds"], theirs["heartbeatSeconds"]
+        theirs["data"],
+        theirs["retryCount"],
+        theirs["expireInSeconds"],
+        theirs["heartbeatSeconds"],
     )
     assert (ours.group_id, ours.group_tier) == (theirs["groupId"], theirs["groupTier"])
     volatile = (*VOLATILE, "started_on", "heartbeat_on")
-    assert without(job_row(db, "fetched", ours.id), *volatile) == without(job_row(db, "fetched", theirs["id"]), *volatile)
+    assert without(job_row(db, "fetched", ours.id), *volatile) == without(
+        job_row(db, "fetched", theirs["id"]), *volatile
+    )
 
 
 def test_fail_retry_and_dead_letter_match_node(
@@ -212,12 +233,17 @@ def test_expiry_matches_node_supervisor(
         age(db, name, silent.id, 11, "heartbeat_on")
     boss.fail_expired("exp_py")
     node_boss.call("supervise", "exp_node")
-    py_rows = sorted(db.run(f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = 'exp_py'"),
-                     key=lambda row: str(row["output"]))
-    node_rows = sorted(db.run(f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = 'exp_node'"),
-                       key=lambda row: str(row["output"]))
+    py_rows = sorted(
+        db.run(f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = 'exp_py'"),
+        key=lambda row: str(row["output"]),
+    )
+    node_rows = sorted(
+        db.run(f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = 'exp_node'"),
+        key=lambda row: str(row["output"]),
+    )
     assert [row["output"] for row in py_rows] == [
-        {"value": {"message": "job heartbeat timeout"}}, {"value": {"message": "job timed out"}},
+        {"value": {"message": "job heartbeat timeout"}},
+        {"value": {"message": "job timed out"}},
     ]
     for py_row, node_row in zip(py_rows, node_rows, strict=True):
         assert without(py_row, *VOLATILE, "name") == without(node_row, *VOLATILE, "name")
@@ -239,7 +265,9 @@ def test_a_node_worker_receives_python_jobs_exactly(
 
 
 def test_our_notify_wakes_a_listening_node_worker(boss: PgBoss, database_url: str) -> None:
-    with NodeBoss(database_url, SCHEMA, supervise=False, schedule=False, migrate=False, useListenNotify=True) as node:
+    with NodeBoss(
+        database_url, SCHEMA, supervise=False, schedule=False, migrate=False, useListenNotify=True
+    ) as node:
         node.call("createQueue", "woken", {"notify": True})
         node.work("woken", {"behavior": "complete"}, pollingIntervalSeconds=20)
         time.sleep(1)  # let the worker finish its first (empty) poll and the listener start
@@ -258,8 +286,12 @@ def test_our_notify_wakes_a_listening_node_worker(boss: PgBoss, database_url: st
     ],
 )
 def test_our_advisory_lock_keys_are_the_ones_node_waits_for(
-    boss: PgBoss, other_db: Database, node_boss: NodeBoss, queues: Callable[..., None],
-    suffix: str, call: tuple[str, str],
+    boss: PgBoss,
+    other_db: Database,
+    node_boss: NodeBoss,
+    queues: Callable[..., None],
+    suffix: str,
+    call: tuple[str, str],
 ) -> None:
     queues("sweep")
     finished = threading.Event()

@@ -18,7 +18,9 @@ from tests.pgboss.conftest import age, job_row
 
 def test_cancel_stops_queued_and_active_jobs(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("stop")
-    running, finished, waiting = boss.insert([JobRequest("stop", n, SendOptions(priority=3 - n)) for n in range(3)])
+    running, finished, waiting = boss.insert(
+        [JobRequest("stop", n, SendOptions(priority=3 - n)) for n in range(3)]
+    )
     assert [job.id for job in boss.fetch("stop")] == [running]
     (job,) = boss.fetch("stop")
     boss.complete("stop", [(job, None)])
@@ -54,7 +56,8 @@ def test_resume_and_delete_keep_pg_boss_retained_count(
     ids = boss.insert([JobRequest("kept", n) for n in range(3)])
     boss.cancel("kept", ids)
     db.run(
-        f"UPDATE {SCHEMA}.queue SET retained_count = 3, total_count = 3, retained_on = now() WHERE name = 'kept'"
+        f"UPDATE {SCHEMA}.queue SET retained_count = 3, total_count = 3, retained_on = now() "
+        "WHERE name = 'kept'"
     )
     assert boss.resume("kept", ids[:1]) == 1
     assert boss.delete_jobs("kept", ids[1:]) == 2
@@ -74,7 +77,7 @@ def test_retry_gives_a_failed_job_one_more_attempt(
     row = job_row(db, "redo", job_id)
     assert (row["state"], row["retry_limit"], row["completed_on"]) == ("retry", 1, None)
     assert row["start_after"] >= row["created_on"]
-    again = [j for j in boss.fetch("redo", 5) if j.id == job_id][0]
+    again = next(job for job in boss.fetch("redo", 5) if job.id == job_id)
     assert again.retry_count == 1
 
 
@@ -102,7 +105,13 @@ def test_get_job_reads_one_job(boss: PgBoss, queue: Callable[..., str]) -> None:
     job_id = boss.send("look", {"a": 1}, SendOptions(singletonKey="k", priority=2))
     job = boss.get_job("look", job_id)
     assert isinstance(job, Job) and not isinstance(job, JobDetails)
-    assert (job.id, job.data, job.retry_limit, job.priority, job.singleton_key) == (job_id, {"a": 1}, 5, 2, "k")
+    assert (job.id, job.data, job.retry_limit, job.priority, job.singleton_key) == (
+        job_id,
+        {"a": 1},
+        5,
+        2,
+        "k",
+    )
     details = boss.get_job("look", uuid.UUID(job_id), include_metadata=True)
     assert isinstance(details, JobDetails)
     assert (details.state, details.policy, details.output) == (JobState.CREATED, "standard", None)

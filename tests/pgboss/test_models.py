@@ -90,7 +90,9 @@ def test_expire_in_seconds_accepts_the_24_hour_maximum() -> None:
 
 
 def test_start_after_date_times_without_a_zone_are_utc() -> None:
-    assert SendOptions(startAfter="2030-01-02T03:04:05").start_after == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert SendOptions(startAfter="2030-01-02T03:04:05").start_after == datetime(
+        2030, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
     assert SendOptions(startAfter="2030-01-02").start_after == datetime(2030, 1, 2, tzinfo=UTC)
     zoned = SendOptions(startAfter="2030-01-02T03:04:05+05:30").start_after
     assert zoned == datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30)))
@@ -116,7 +118,12 @@ def test_queue_names_follow_pg_boss_rule() -> None:
 
 def test_job_states_sort_like_the_enum_in_postgres() -> None:
     assert [state.value for state in JobState] == [
-        "created", "retry", "active", "completed", "cancelled", "failed",
+        "created",
+        "retry",
+        "active",
+        "completed",
+        "cancelled",
+        "failed",
     ]
 
 

@@ -14,6 +14,7 @@ from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import InvalidQueue, QueueNotFound
 from shared.pgboss.models import QueueCounts, QueueOptions, QueuePolicy, SendOptions
 from tests.conftest import SCHEMA
+from tests.pgboss.conftest import hold_pg_boss_lock
 from tests.support.node_boss import NodeBoss
 
 CONFIG_COLUMNS = (
@@ -30,18 +31,36 @@ def queue_config(db: Database, name: str) -> dict:
 def test_a_new_queue_gets_pg_boss_defaults(boss: PgBoss) -> None:
     queue = boss.create_queue("plain")
     assert queue.policy is QueuePolicy.STANDARD
-    assert (queue.retry_limit, queue.retry_delay, queue.retry_backoff, queue.retry_delay_max) == (2, 0, False, None)
+    assert (queue.retry_limit, queue.retry_delay, queue.retry_backoff, queue.retry_delay_max) == (
+        2,
+        0,
+        False,
+        None,
+    )
     assert (queue.expire_seconds, queue.retention_seconds, queue.deletion_seconds) == (900, 1209600, 604800)
-    assert (queue.dead_letter, queue.heartbeat_seconds, queue.notify, queue.partition) == (None, None, False, False)
+    assert (queue.dead_letter, queue.heartbeat_seconds, queue.notify, queue.partition) == (
+        None,
+        None,
+        False,
+        False,
+    )
     assert queue.table_name == "job_common"
     assert boss.get_queue("plain") == queue
 
 
 def test_queue_rows_equal_those_node_creates(boss: PgBoss, db: Database, node_boss: NodeBoss) -> None:
     options = {
-        "policy": "stately", "retryLimit": 5, "retryDelay": 3, "retryBackoff": True, "retryDelayMax": 40,
-        "expireInSeconds": 120, "retentionSeconds": 7200, "deleteAfterSeconds": 60,
-        "warningQueueSize": 50, "heartbeatSeconds": 30, "notify": True,
+        "policy": "stately",
+        "retryLimit": 5,
+        "retryDelay": 3,
+        "retryBackoff": True,
+        "retryDelayMax": 40,
+        "expireInSeconds": 120,
+        "retentionSeconds": 7200,
+        "deleteAfterSeconds": 60,
+        "warningQueueSize": 50,
+        "heartbeatSeconds": 30,
+        "notify": True,
     }
     boss.create_queue("dlq")
     boss.create_queue("py", QueueOptions.model_validate({**options, "deadLetter": "dlq"}))
@@ -84,7 +103,9 @@ def test_a_missing_dead_letter_queue_is_refused(boss: PgBoss, db: Database) -> N
     ("name", "options", "field"),
     [("bad name", None, "name"), ("", None, "name"), ("self", QueueOptions(deadLetter="self"), "deadLetter")],
 )
-def test_invalid_queues_are_refused(boss: PgBoss, name: str, options: QueueOptions | None, field: str) -> None:
+def test_invalid_queues_are_refused(
+    boss: PgBoss, name: str, options: QueueOptions | None, field: str
+) -> None:
     with pytest.raises(InvalidQueue) as caught:
         boss.create_queue(name, options)
     assert caught.value.errors[0]["loc"] == [field]
@@ -95,11 +116,7 @@ def test_create_queue_waits_for_pg_boss_create_queue_lock(boss: PgBoss, other_db
     # that hashed something else would not wait.
     done = threading.Event()
     with other_db.transaction() as tx:
-        tx.run(
-            "SELECT pg_advisory_xact_lock(('x' || encode(sha224(convert_to("
-            "current_database() || '.pgboss.' || :schema || 'create-queue', 'UTF8')), 'hex'))::bit(64)::bigint)",
-            {"schema": SCHEMA},
-        )
+        hold_pg_boss_lock(tx, "create-queue")
         worker = threading.Thread(target=lambda: (boss.create_queue("locked"), done.set()))
         worker.start()
         time.sleep(0.5)

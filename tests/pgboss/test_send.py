@@ -13,7 +13,6 @@ from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import QueueNotFound, SingletonKeyRequired
 from shared.pgboss.models import JobRequest, SendOptions
-from tests.conftest import SCHEMA
 from tests.pgboss.conftest import job_row, job_rows, seconds_until
 
 
@@ -22,38 +21,71 @@ def test_queue_settings_are_copied_into_the_job(
 ) -> None:
     queue("dlq")
     queue(
-        "configured", policy="short", retryLimit=4, retryDelay=7, retryBackoff=True, retryDelayMax=30,
-        expireInSeconds=60, retentionSeconds=3600, deleteAfterSeconds=120, deadLetter="dlq",
+        "configured",
+        policy="short",
+        retryLimit=4,
+        retryDelay=7,
+        retryBackoff=True,
+        retryDelayMax=30,
+        expireInSeconds=60,
+        retentionSeconds=3600,
+        deleteAfterSeconds=120,
+        deadLetter="dlq",
         heartbeatSeconds=20,
     )
     job_id = boss.send("configured", {"doc": 1})
     row = job_row(db, "configured", job_id)
     assert row["data"] == {"doc": 1}
     assert (row["state"], row["priority"], row["retry_count"], row["policy"]) == ("created", 0, 0, "short")
-    assert (row["retry_limit"], row["retry_delay"], row["retry_backoff"], row["retry_delay_max"]) == (4, 7, True, 30)
+    assert (row["retry_limit"], row["retry_delay"], row["retry_backoff"], row["retry_delay_max"]) == (
+        4,
+        7,
+        True,
+        30,
+    )
     assert (row["expire_seconds"], row["deletion_seconds"], row["dead_letter"]) == (60, 120, "dlq")
     assert row["heartbeat_seconds"] == 20
     assert row["keep_until"] - row["start_after"] == timedelta(seconds=3600)
     assert row["start_after"] == row["created_on"]
     assert (row["blocked"], row["blocking"], row["pending_dependencies"]) == (False, False, 0)
-    for column in ("singleton_key", "singleton_on", "group_id", "group_tier", "started_on", "completed_on",
-                   "output", "heartbeat_on", "source_name", "trace_context", "upsert_by_key"):
+    for column in (
+        "singleton_key",
+        "singleton_on",
+        "group_id",
+        "group_tier",
+        "started_on",
+        "completed_on",
+        "output",
+        "heartbeat_on",
+        "source_name",
+        "trace_context",
+        "upsert_by_key",
+    ):
         assert row[column] is None, column
 
 
-def test_every_send_option_lands_in_its_column(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_every_send_option_lands_in_its_column(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("opts")
     queue("opts_dlq")
     job_id = str(uuid.uuid4())
     at = datetime(2030, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
     options = SendOptions.model_validate(
         {
-            "id": job_id, "priority": 9, "startAfter": at.isoformat(), "singletonKey": "key",
-            "singletonSeconds": 60, "retryLimit": 0, "retryDelay": 2, "retryBackoff": True,
-            "retryDelayMax": 8, "expireInSeconds": 30, "retentionSeconds": 100, "deleteAfterSeconds": 0,
-            "deadLetter": "opts_dlq", "heartbeatSeconds": 15, "group": {"id": "g1", "tier": "gold"},
+            "id": job_id,
+            "priority": 9,
+            "startAfter": at.isoformat(),
+            "singletonKey": "key",
+            "singletonSeconds": 60,
+            "retryLimit": 0,
+            "retryDelay": 2,
+            "retryBackoff": True,
+            "retryDelayMax": 8,
+            "expireInSeconds": 30,
+            "retentionSeconds": 100,
+            "deleteAfterSeconds": 0,
+            "deadLetter": "opts_dlq",
+            "heartbeatSeconds": 15,
+            "group": {"id": "g1", "tier": "gold"},
         }
     )
     assert boss.send("opts", ["a", "list"], options) == job_id
@@ -61,7 +93,12 @@ def test_every_send_option_lands_in_its_column(
     assert row["data"] == ["a", "list"]
     assert (row["priority"], row["start_after"], row["singleton_key"]) == (9, at, "key")
     assert row["singleton_on"] is not None and row["singleton_on"].second == 0
-    assert (row["retry_limit"], row["retry_delay"], row["retry_backoff"], row["retry_delay_max"]) == (0, 2, True, 8)
+    assert (row["retry_limit"], row["retry_delay"], row["retry_backoff"], row["retry_delay_max"]) == (
+        0,
+        2,
+        True,
+        8,
+    )
     assert (row["expire_seconds"], row["deletion_seconds"], row["dead_letter"]) == (30, 0, "opts_dlq")
     assert row["keep_until"] == at + timedelta(seconds=100)
     assert (row["heartbeat_seconds"], row["group_id"], row["group_tier"]) == (15, "g1", "gold")
@@ -123,7 +160,9 @@ def test_key_strict_fifo_jobs_need_a_key(boss: PgBoss, db: Database, queue: Call
     assert job_rows(db, "std") == []
 
 
-def test_throttle_allows_one_job_per_slot_and_key(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_throttle_allows_one_job_per_slot_and_key(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("throttled")
     first = boss.send("throttled", None, SendOptions(singletonSeconds=3600, singletonKey="k"))
     assert first is not None
@@ -180,7 +219,9 @@ def test_a_job_id_already_in_the_queue_is_a_duplicate(boss: PgBoss, queue: Calla
     assert boss.send("other_ids", 3, SendOptions(id=job_id)) == job_id  # ids are unique per queue
 
 
-def test_missing_queue_is_an_error_not_a_duplicate(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_missing_queue_is_an_error_not_a_duplicate(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("present")
     with pytest.raises(QueueNotFound) as caught:
         boss.send("absent", {"x": 1})
@@ -200,7 +241,9 @@ def test_a_batch_is_all_or_nothing(boss: PgBoss, db: Database, queue: Callable[.
     assert job_rows(db, "a") == [] and job_rows(db, "b") == []
 
 
-def test_insert_results_align_with_the_requests(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_insert_results_align_with_the_requests(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("aligned", policy="short")
     queue("plain")
     given = str(uuid.uuid4())
@@ -225,7 +268,9 @@ def test_duplicate_ids_in_one_batch_are_refused(boss: PgBoss, queue: Callable[..
     queue("dups")
     job_id = str(uuid.uuid4())
     with pytest.raises(ValueError, match="duplicate job id"):
-        boss.insert([JobRequest("dups", 1, SendOptions(id=job_id)), JobRequest("dups", 2, SendOptions(id=job_id))])
+        boss.insert(
+            [JobRequest("dups", 1, SendOptions(id=job_id)), JobRequest("dups", 2, SendOptions(id=job_id))]
+        )
 
 
 @pytest.fixture
@@ -258,5 +303,7 @@ def test_runnable_jobs_on_notify_queues_wake_listeners(
     assert notifications(listener) == []
     boss.send("loud", 1, SendOptions(startAfter=60))
     assert notifications(listener) == []
-    boss.insert([JobRequest("loud", 1), JobRequest("loud", 2), JobRequest("loud2", 3), JobRequest("quiet", 4)])
+    boss.insert(
+        [JobRequest("loud", 1), JobRequest("loud", 2), JobRequest("loud2", 3), JobRequest("quiet", 4)]
+    )
     assert sorted(notifications(listener)) == [(channel, "loud"), (channel, "loud2")]

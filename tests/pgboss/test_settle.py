@@ -13,7 +13,7 @@ from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import FailOutcome, Job, JobRequest, SendOptions
 from tests.conftest import SCHEMA
-from tests.pgboss.conftest import age, dead_letters, job_row, seconds_until
+from tests.pgboss.conftest import age, dead_letters, hold_pg_boss_lock, job_row, seconds_until
 
 TIMED_OUT = {"value": {"message": "job timed out"}}
 HEARTBEAT_LOST = {"value": {"message": "job heartbeat timeout"}}
@@ -32,7 +32,9 @@ def make_due(db: Database, job: Job) -> None:
     )
 
 
-def test_complete_stores_output_as_pg_boss_does(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_complete_stores_output_as_pg_boss_does(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("done")
     outputs = [{"ok": True}, "text", 42, [1, 2], None]
     boss.insert([JobRequest("done", n) for n in range(len(outputs))])
@@ -54,7 +56,9 @@ def test_only_active_jobs_complete(boss: PgBoss, db: Database, queue: Callable[.
     assert job_row(db, "idle", job_id)["state"] == "created"
 
 
-def test_a_late_settle_after_expiry_changes_nothing(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
+def test_a_late_settle_after_expiry_changes_nothing(
+    boss: PgBoss, db: Database, queue: Callable[..., str]
+) -> None:
     queue("late", expireInSeconds=1, retryLimit=3)
     boss.send("late", {"n": 1})
     stale = fetch_one(boss, "late")
@@ -81,7 +85,12 @@ def test_fail_retries_with_a_fixed_delay(boss: PgBoss, db: Database, queue: Call
         outcome = boss.fail("fixed", [(job, error)])
     assert outcome == FailOutcome(retried=(job.id,))
     row = job_row(db, "fixed", job.id)
-    assert (row["state"], row["retry_count"], row["completed_on"], row["heartbeat_on"]) == ("retry", 0, None, None)
+    assert (row["state"], row["retry_count"], row["completed_on"], row["heartbeat_on"]) == (
+        "retry",
+        0,
+        None,
+        None,
+    )
     assert row["started_on"] == job.started_on
     assert row["output"]["name"] == "RuntimeError" and row["output"]["message"] == "boom"
     assert "RuntimeError: boom" in row["output"]["stack"]
@@ -154,11 +163,28 @@ def test_the_last_attempt_fails_for_good(boss: PgBoss, db: Database, queue: Call
 def test_failed_jobs_are_copied_to_the_dead_letter_queue(
     boss: PgBoss, db: Database, queue: Callable[..., str]
 ) -> None:
-    queue("dlq", retryLimit=7, retryDelay=9, retryBackoff=True, expireInSeconds=33,
-          retentionSeconds=4444, deleteAfterSeconds=55, heartbeatSeconds=66)
-    queue("source", policy="short", retryLimit=0, retryBackoff=True, retryDelayMax=3, deadLetter="dlq",
-          heartbeatSeconds=12)
-    job_id = boss.send("source", {"doc": 1}, SendOptions(priority=4, singletonKey="k", group={"id": "g", "tier": "t"}))
+    queue(
+        "dlq",
+        retryLimit=7,
+        retryDelay=9,
+        retryBackoff=True,
+        expireInSeconds=33,
+        retentionSeconds=4444,
+        deleteAfterSeconds=55,
+        heartbeatSeconds=66,
+    )
+    queue(
+        "source",
+        policy="short",
+        retryLimit=0,
+        retryBackoff=True,
+        retryDelayMax=3,
+        deadLetter="dlq",
+        heartbeatSeconds=12,
+    )
+    job_id = boss.send(
+        "source", {"doc": 1}, SendOptions(priority=4, singletonKey="k", group={"id": "g", "tier": "t"})
+    )
     job = fetch_one(boss, "source")
     outcome = boss.fail("source", [(job, {"why": "broken"})])
     (copy_id,) = outcome.dead_lettered
@@ -167,7 +193,12 @@ def test_failed_jobs_are_copied_to_the_dead_letter_queue(
     assert original["state"] == "failed"
     (copy,) = dead_letters(db, "dlq", job_id)
     assert str(copy["id"]) == copy_id and copy_id != job_id
-    assert (copy["state"], copy["data"], copy["priority"], copy["singleton_key"]) == ("created", {"doc": 1}, 4, "k")
+    assert (copy["state"], copy["data"], copy["priority"], copy["singleton_key"]) == (
+        "created",
+        {"doc": 1},
+        4,
+        "k",
+    )
     assert (copy["group_id"], copy["group_tier"]) == ("g", "t")
     assert (copy["retry_limit"], copy["retry_delay"], copy["retry_backoff"]) == (7, 9, True)
     assert (copy["expire_seconds"], copy["deletion_seconds"], copy["heartbeat_seconds"]) == (33, 55, 66)
@@ -181,8 +212,10 @@ def test_failed_jobs_are_copied_to_the_dead_letter_queue(
     assert str(copy["source_root_id"]) == job_id
     # Failing the copy in a dead letter queue of its own keeps the root of the chain.
     queue("dlq2")
-    db.run(f"UPDATE {SCHEMA}.job SET dead_letter = 'dlq2', retry_limit = 0 WHERE id = CAST(:id AS uuid)",
-           {"id": copy_id})
+    db.run(
+        f"UPDATE {SCHEMA}.job SET dead_letter = 'dlq2', retry_limit = 0 WHERE id = CAST(:id AS uuid)",
+        {"id": copy_id},
+    )
     letter = fetch_one(boss, "dlq")
     (second_copy,) = boss.fail("dlq", [(letter, "again")]).dead_lettered
     assert str(job_row(db, "dlq2", second_copy)["source_root_id"]) == job_id
@@ -212,7 +245,7 @@ def test_expired_jobs_are_failed_like_pg_boss_monitor(
     queue("expiry_dlq")
     queue("expiry", expireInSeconds=5, retryLimit=1, deadLetter="expiry_dlq")
     boss.insert([JobRequest("expiry", n) for n in range(3)])
-    stuck, fine, other = boss.fetch("expiry", 3)
+    stuck, fine, _ = boss.fetch("expiry", 3)
     age(db, "expiry", stuck.id, 6, "started_on")
     assert boss.fail_expired("expiry") == FailOutcome(retried=(stuck.id,))
     assert job_row(db, "expiry", fine.id)["state"] == "active"
@@ -249,7 +282,10 @@ def test_expiry_works_through_batches_of_a_thousand(
     assert len(boss.fetch("many", 2000)) == 1005
     db.run(f"UPDATE {SCHEMA}.job SET started_on = started_on - interval '1 minute' WHERE name = 'many'")
     assert len(boss.fail_expired("many").failed) == 1005
-    assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'many' AND state = 'failed'")[0]["n"] == 1005
+    assert (
+        db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'many' AND state = 'failed'")[0]["n"]
+        == 1005
+    )
 
 
 def test_expiry_takes_pg_boss_advisory_lock(
@@ -261,11 +297,7 @@ def test_expiry_takes_pg_boss_advisory_lock(
     age(db, "guarded", job.id, 5, "started_on")
     results: list[FailOutcome] = []
     with other_db.transaction() as tx:
-        tx.run(
-            "SELECT pg_advisory_xact_lock(('x' || encode(sha224(convert_to(current_database() || "
-            "'.pgboss.' || :schema || 'job_common' || 'failJobsByTimeout', 'UTF8')), 'hex'))::bit(64)::bigint)",
-            {"schema": SCHEMA},
-        )
+        hold_pg_boss_lock(tx, "job_commonfailJobsByTimeout")
         worker = threading.Thread(target=lambda: results.append(boss.fail_expired("guarded")))
         worker.start()
         time.sleep(0.5)
