@@ -26,7 +26,9 @@ _QUEUE_NAME = re.compile(r"[\w.\-/]+", re.ASCII)
 # pg-boss's ceiling for expireInSeconds: 24 hours, inclusive.
 MAX_EXPIRE_SECONDS = 24 * 60 * 60
 
-StrictInt = Annotated[int, Field(strict=True)]
+# Integers are Postgres `integer` columns: out-of-range values are refused here, per field,
+# rather than by the database as one opaque error.
+StrictInt = Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)]
 StrictBool = Annotated[bool, Field(strict=True)]
 
 

@@ -68,6 +68,8 @@ def test_send_options_use_pg_boss_names_and_python_attributes() -> None:
         ({"deadLetter": "no spaces"}, "deadLetter", "can only contain"),
         ({"priority": 1.5}, "priority", "valid integer"),
         ({"priority": "1"}, "priority", "valid integer"),
+        ({"priority": 2**31}, "priority", "less than or equal to 2147483647"),
+        ({"retryLimit": 2**31}, "retryLimit", "less than or equal to 2147483647"),
         ({"retryBackoff": "yes"}, "retryBackoff", "valid boolean"),
         ({"startAfter": -1}, "startAfter", "must be >= 0"),
         ({"startAfter": 1.5}, "startAfter", "ISO-8601"),
