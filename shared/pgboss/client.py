@@ -51,6 +51,10 @@ EXPIRY_BATCH_SIZE = 1000
 # Queues pg-boss keeps for itself (cron forwarding); only Node works them.
 INTERNAL_QUEUE_PREFIX = "__pgboss__"
 
+# A schema that is not there at all, or one whose tables or functions are not the ones
+# these statements were written for.
+_SCHEMA_ABSENT = {"3F000", "42P01"}
+_SCHEMA_DIFFERENT = {"42703", "42883"}
 _UNIQUE_VIOLATION = "23505"
 _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
@@ -337,10 +341,16 @@ class PgBoss:
 
         23503: a job or queue named a queue (or dead letter queue) that does not exist.
         23514 from key_strict_fifo's check: a job for such a queue had no singletonKey.
+        3F000/42P01: pg-boss is not installed in the schema; 42703/42883: a column or
+        function is missing, i.e. the schema is at a version we do not support.
         """
         try:
             yield
         except DatabaseError as error:
+            if error.sqlstate in _SCHEMA_ABSENT:
+                raise SchemaMissing(self.schema) from error
+            if error.sqlstate in _SCHEMA_DIFFERENT:
+                self.check_schema()
             if error.sqlstate == _FOREIGN_KEY_VIOLATION:
                 missing = self._missing_queue([name for name in queues if name])
                 if missing is not None:

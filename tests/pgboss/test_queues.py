@@ -11,7 +11,7 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
-from shared.pgboss.errors import InvalidQueue, QueueNotFound
+from shared.pgboss.errors import InvalidQueue, QueueNotFound, SchemaMissing, UnsupportedSchemaVersion
 from shared.pgboss.models import QueueCounts, QueueOptions, QueuePolicy, SendOptions
 from tests.conftest import SCHEMA
 from tests.pgboss.conftest import hold_pg_boss_lock
@@ -151,3 +151,30 @@ def test_get_queues_counts_jobs_live(boss: PgBoss, db: Database, queue: Callable
     queues = {queue.name: queue for queue in boss.get_queues()}
     assert queues["counted"].counts == QueueCounts(queued=4, active=1, deferred=1, total=6)
     assert queues["empty"].counts == QueueCounts(queued=0, active=0, deferred=0, total=0)
+
+
+def test_a_missing_schema_is_reported_as_such(empty_database_url: str) -> None:
+    database = Database(empty_database_url)
+    try:
+        boss = PgBoss(database, SCHEMA)
+        for verb in (
+            lambda: boss.send("q", 1),
+            lambda: boss.get_queue("q"),
+            lambda: boss.get_queues(),
+            lambda: boss.create_queue("q"),
+        ):
+            with pytest.raises(SchemaMissing):
+                verb()
+    finally:
+        database.close()
+
+
+def test_an_older_schema_is_reported_as_unsupported(boss: PgBoss, db: Database) -> None:
+    boss.create_queue("old")
+    db.run(f"ALTER TABLE {SCHEMA}.job RENAME COLUMN upsert_by_key TO upsert_key")
+    db.run(f"UPDATE {SCHEMA}.version SET version = 44")
+    boss.send("old", 1)  # inserting does not touch the renamed column
+    (job,) = boss.fetch("old")
+    boss.cancel("old", [job.id])
+    with pytest.raises(UnsupportedSchemaVersion):
+        boss.resume("old", [job.id])
