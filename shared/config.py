@@ -74,6 +74,28 @@ class Settings(BaseSettings):
         300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600
     )
 
+    # --- drain --------------------------------------------------------------------
+    # drain is deployed with DRAIN_TIMEOUT_SECONDS; a call works for its budget and
+    # keeps DRAIN_MARGIN_SECONDS after that to settle what is left and answer.
+    drain_timeout_seconds: float = Field(60, alias="DRAIN_TIMEOUT_SECONDS", gt=0, le=3600)
+    drain_margin_seconds: float = Field(5, alias="DRAIN_MARGIN_SECONDS", gt=0)
+    drain_budget_seconds: float | None = Field(None, alias="DRAIN_BUDGET_SECONDS", ge=0)
+    drain_stop_fetching_seconds: float = Field(2, alias="DRAIN_STOP_FETCHING_SECONDS", ge=0)
+    drain_max_jobs: int = Field(1000, alias="DRAIN_MAX_JOBS", ge=1, le=100_000)
+    drain_batch_size: int = Field(10, alias="DRAIN_BATCH_SIZE", ge=1, le=1000)
+    drain_concurrency: int = Field(10, alias="DRAIN_CONCURRENCY", ge=1, le=256)
+    # auto: LISTEN unless the URL points at Supabase's transaction pooler (port 6543).
+    drain_listen: Literal["auto", "on", "off"] = Field("auto", alias="DRAIN_LISTEN")
+    drain_listen_database_url: SecretStr | None = Field(None, alias="DRAIN_LISTEN_DATABASE_URL")
+    drain_poll_seconds: float = Field(0.2, alias="DRAIN_POLL_SECONDS", ge=0.01, le=10)
+    drain_listen_poll_seconds: float = Field(1.0, alias="DRAIN_LISTEN_POLL_SECONDS", ge=0.05, le=60)
+    drain_oidc_audiences: tuple[str, ...] = Field((), alias="DRAIN_OIDC_AUDIENCES")
+    drain_oidc_service_accounts: tuple[str, ...] = Field((), alias="DRAIN_OIDC_SERVICE_ACCOUNTS")
+    drain_oidc_certs_url: str = Field(
+        "https://www.googleapis.com/oauth2/v1/certs", alias="DRAIN_OIDC_CERTS_URL"
+    )
+    drain_oidc_trust_cloud_run: bool = Field(False, alias="DRAIN_OIDC_TRUST_CLOUD_RUN")
+
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
     google_cloud_project: str | None = Field(None, alias="GOOGLE_CLOUD_PROJECT")
@@ -174,6 +196,59 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("drain_oidc_audiences", mode="before")
+    @classmethod
+    def _drain_audiences_from_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("drain_oidc_service_accounts", mode="before")
+    @classmethod
+    def _drain_accounts_from_csv(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        return tuple(email.lower() for email in value) if isinstance(value, list | tuple) else value
+
+    @field_validator("drain_budget_seconds", "drain_listen_database_url", mode="before")
+    @classmethod
+    def _drain_blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("drain_listen_database_url")
+    @classmethod
+    def _drain_listen_url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("drain_oidc_certs_url")
+    @classmethod
+    def _drain_certs_url_is_https(cls, value: str) -> str:
+        # Plain http only to this machine, where tests serve their own keys.
+        if not value.startswith(("https://", "http://127.0.0.1:", "http://localhost:")):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _drain_fits_its_timeout(self) -> Settings:
+        if self.drain_margin_seconds >= self.drain_timeout_seconds:
+            raise ValueError("DRAIN_MARGIN_SECONDS must be less than DRAIN_TIMEOUT_SECONDS")
+        if self.drain_budget_seconds is not None and self.drain_budget_seconds > self.drain_ceiling_seconds:
+            raise ValueError(
+                "DRAIN_BUDGET_SECONDS must leave DRAIN_MARGIN_SECONDS of DRAIN_TIMEOUT_SECONDS "
+                f"(at most {self.drain_ceiling_seconds:g})"
+            )
+        if bool(self.drain_oidc_audiences) != bool(self.drain_oidc_service_accounts):
+            raise ValueError("set DRAIN_OIDC_AUDIENCES and DRAIN_OIDC_SERVICE_ACCOUNTS together")
+        return self
+
+    @property
+    def drain_ceiling_seconds(self) -> float:
+        """The longest a drain call may work: its timeout less the margin to answer."""
+        return self.drain_timeout_seconds - self.drain_margin_seconds
+
+    @property
+    def drain_default_budget_seconds(self) -> float:
+        return self.drain_ceiling_seconds if self.drain_budget_seconds is None else self.drain_budget_seconds
 
 
 def require(value: Any, name: str, needed_by: str) -> Any:
