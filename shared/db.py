@@ -16,6 +16,8 @@ Why it looks like this:
 from __future__ import annotations
 
 import logging
+import re
+import select
 import socket
 import ssl
 import threading
@@ -42,6 +44,8 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57P")
 _QUERY_CANCELED = "57014"
 
 APPLICATION_NAME = "manda-processing"
+# What ``listen`` accepts as a channel name: pg-boss's channels are pgboss_<hex>.
+_CHANNEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Database:
         self._connection: pg8000.native.Connection | None = None
         self._last_used = 0.0
         self._lock = threading.RLock()
+        self._listening: pg8000.native.Connection | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, *, timeout: float | None = None) -> Database:
@@ -199,6 +204,41 @@ class Database:
             except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
                 self._discard_if_broken(exc)
                 raise _translate(exc) from exc
+
+    # -- LISTEN ----------------------------------------------------------------------
+    # Session state: give a listener a Database of its own, never the shared one, and
+    # never through a transaction-mode pooler.
+
+    def listen(self, channel: str) -> None:
+        """LISTEN on ``channel`` (a plain identifier such as pg-boss's notify channel)."""
+        if not _CHANNEL.match(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        with self.raw_connection() as connection:
+            connection.run(f'LISTEN "{channel}"')
+            self._listening = connection
+
+    def notifications(self, timeout: float, *, wake: socket.socket | None = None) -> list[tuple[str, str]]:
+        """``(channel, payload)`` of NOTIFY messages received, waiting up to ``timeout`` seconds.
+
+        pg8000 reads notifications only while it runs a statement, so this waits until
+        the socket (or ``wake``, which the caller drains) is readable, then runs a no-op
+        statement to take them in; on a timeout too, so that a message left in pg8000's
+        read buffer is never stranded. Raises ``DatabaseUnavailable`` when the listening
+        connection broke or was replaced, since notifications may then have been missed.
+        """
+        with self.raw_connection() as connection:
+            if connection is not self._listening:
+                raise DatabaseUnavailable("the listening connection was lost; notifications may be missed")
+            if not connection.notifications:
+                sock = connection._usock  # pg8000 keeps the (possibly TLS) socket here
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    select.select([sock] + ([wake] if wake is not None else []), [], [], max(timeout, 0))
+                connection.run("SELECT 1")
+            received = []
+            while connection.notifications:
+                _pid, channel, payload = connection.notifications.popleft()
+                received.append((channel, payload))
+            return received
 
     # -- connection lifecycle ------------------------------------------------------
 
