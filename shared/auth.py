@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
-from shared.errors import Unauthenticated
+from shared.errors import ConfigError, Unauthenticated, Unavailable
 
 SIGNATURE_PREFIX = "sha256="
 # Compared against when no credential was presented, so that case costs the same.
@@ -120,3 +122,189 @@ def _signature_hex(signature: str | None) -> str | None:
     if len(hex_part) != 64 or not all(c in "0123456789abcdef" for c in hex_part):
         return None
     return hex_part
+
+
+# -- Google-signed OIDC tokens (drain) --------------------------------------------------
+#
+# Cloud Scheduler calls drain with an OIDC ID token of a dedicated service account in
+# ``Authorization: Bearer``. The token is verified here with google-auth: signature
+# against Google's certificates (fetched from a configurable URL, cached as long as
+# Google's Cache-Control allows, refetched once when a token names an unknown key),
+# expiry, audience, issuer, and a verified email on the allow-list.
+#
+# ``X-Serverless-Authorization``: Cloud Run checks this header in preference to
+# ``Authorization`` and removes the token's signature before passing it on, so the
+# function itself cannot verify it. Such a token is accepted only when the operator
+# says the function is private behind Cloud Run IAM (``trust_cloud_run``); its claims
+# are still checked. A token in that header that does carry a signature is verified.
+
+GOOGLE_ISSUER = "https://accounts.google.com"
+_CERTS_TIMEOUT_SECONDS = 5.0
+_CERTS_DEFAULT_TTL_SECONDS = 300.0
+_CLOCK_SKEW_SECONDS = 10
+
+
+class CertificatesUnavailable(Unavailable):
+    """Google's token-signing certificates cannot be fetched; tokens cannot be checked now."""
+
+
+class CachingCertsRequest:
+    """A google-auth transport request that caches GET answers per their Cache-Control."""
+
+    def __init__(self, inner: Callable[..., Any] | None = None, *, clock: Callable[[], float] = time.monotonic):
+        self._inner = inner
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            self._cache.pop(url, None)
+
+    def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
+        with self._lock:
+            cached = self._cache.get(url)
+        if method == "GET" and cached is not None and self._clock() < cached[0]:
+            return cached[1]
+        if self._inner is None:
+            import google.auth.transport.requests  # needs the requests package
+
+            self._inner = google.auth.transport.requests.Request()
+        kwargs.setdefault("timeout", _CERTS_TIMEOUT_SECONDS)
+        response = self._inner(url, method=method, **kwargs)
+        if method == "GET" and response.status == 200:
+            with self._lock:
+                self._cache[url] = (self._clock() + _max_age(response.headers), response)
+        return response
+
+
+def _max_age(headers: Mapping[str, str]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "cache-control":
+            for directive in value.split(","):
+                key, _, seconds = directive.strip().partition("=")
+                if key.lower() == "max-age" and seconds.strip().isdigit():
+                    return float(seconds.strip())
+    return _CERTS_DEFAULT_TTL_SECONDS
+
+
+_certs_request = CachingCertsRequest()
+
+
+def bearer_token(headers: Mapping[str, str], header: str = "Authorization") -> str | None:
+    """The token of ``header: Bearer <token>``, if that is what the header holds."""
+    scheme, _, token = headers.get(header, "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def verify_google_oidc(
+    token: str,
+    *,
+    audiences: Iterable[str],
+    emails: Iterable[str],
+    certs_url: str,
+    signed: bool = True,
+    request: CachingCertsRequest | None = None,
+) -> str:
+    """The verified service-account email of a Google ID token, or ``Unauthenticated``.
+
+    ``signed=False`` checks the claims of a token whose signature someone trusted
+    (Cloud Run) already checked and removed; everything else is checked the same.
+    """
+    from google.auth import exceptions as google_errors
+    from google.auth import jwt
+    from google.oauth2 import id_token
+
+    audiences = list(audiences)
+    request = request or _certs_request
+    try:
+        if signed:
+            try:
+                claims = id_token.verify_token(
+                    token, request, audience=audiences, certs_url=certs_url,
+                    clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
+                )
+            except google_errors.MalformedError as exc:
+                if "Certificate for key id" not in str(exc):
+                    raise
+                request.forget(certs_url)  # Google rotated its keys since we cached them
+                claims = id_token.verify_token(
+                    token, request, audience=audiences, certs_url=certs_url,
+                    clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
+                )
+        else:
+            claims = jwt.decode(token if token.count(".") == 2 else token + ".", verify=False)
+            _check_unsigned_claims(claims, audiences)
+    except google_errors.TransportError as exc:
+        raise CertificatesUnavailable(f"cannot fetch Google's token certificates: {exc}") from None
+    except (ValueError, google_errors.GoogleAuthError) as exc:
+        raise Unauthenticated(f"OIDC token rejected: {_first_line(exc)}") from None
+    if claims.get("iss") != GOOGLE_ISSUER:
+        raise Unauthenticated(f"OIDC token rejected: issuer {claims.get('iss')!r} is not {GOOGLE_ISSUER}")
+    email = claims.get("email")
+    if not isinstance(email, str) or claims.get("email_verified") is not True:
+        raise Unauthenticated("OIDC token rejected: no verified email")
+    if email.lower() not in {allowed.lower() for allowed in emails}:
+        raise Unauthenticated(f"OIDC token rejected: {email} is not an allowed service account")
+    return email
+
+
+def _check_unsigned_claims(claims: Mapping[str, Any], audiences: list[str]) -> None:
+    now = time.time()
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if not isinstance(issued, int | float) or not isinstance(expires, int | float):
+        raise ValueError("Token does not contain iat and exp")
+    if now < issued - _CLOCK_SKEW_SECONDS:
+        raise ValueError("Token used too early")
+    if expires + _CLOCK_SKEW_SECONDS < now:
+        raise ValueError("Token expired")
+    if claims.get("aud") not in audiences:
+        raise ValueError(f"Token has wrong audience {claims.get('aud')}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def check_drain_caller(headers: Mapping[str, str], settings: Any) -> str:
+    """Who is calling drain: ``"drain-token"`` or a verified service-account email.
+
+    Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
+    (production) as described above; raises ``Unauthenticated`` for anything else, and
+    ``ConfigError`` when drain has no way at all to accept a caller.
+    """
+    oidc = bool(settings.drain_oidc_audiences)
+    if settings.drain_token is None and not oidc:
+        raise ConfigError(
+            "drain accepts no caller: set DRAIN_OIDC_AUDIENCES and DRAIN_OIDC_SERVICE_ACCOUNTS, "
+            "or DRAIN_TOKEN for local runs"
+        )
+    token = bearer_token(headers)
+    if settings.drain_token is not None and secret_matches(token, [settings.drain_token]):
+        return "drain-token"
+    if oidc:
+        def verify(candidate: str, signed: bool = True) -> str:
+            return verify_google_oidc(
+                candidate,
+                audiences=settings.drain_oidc_audiences,
+                emails=settings.drain_oidc_service_accounts,
+                certs_url=settings.drain_oidc_certs_url,
+                signed=signed,
+            )
+
+        if token is not None and token.count(".") == 2:
+            return verify(token)
+        serverless = bearer_token(headers, "X-Serverless-Authorization")
+        if serverless is not None:
+            if serverless.count(".") == 2 and not serverless.endswith("."):
+                return verify(serverless)
+            if settings.drain_oidc_trust_cloud_run:
+                return verify(serverless, signed=False)
+            raise Unauthenticated(
+                "X-Serverless-Authorization carries no signature; it is trusted only with "
+                "DRAIN_OIDC_TRUST_CLOUD_RUN=true (drain private behind Cloud Run IAM)"
+            )
+    raise Unauthenticated("missing or invalid credentials")
