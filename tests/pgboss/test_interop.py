@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "heartbeatSeconds": 20,
     "group": {"id": "tenant-9", "tier": "gold"},
 }
+PARTITION_TABLE = "j" + hashlib.sha224(b"own_table").hexdigest()
 DATA = {"text": "zaż\u00f3\u0142\u0107 \U0001f600", "n": [1, 2.5, None, True], "nested": {"deep": {"x": ""}}}
 
 
@@ -283,6 +285,8 @@ def test_our_notify_wakes_a_listening_node_worker(boss: PgBoss, database_url: st
     [
         ("create-queue", ("createQueue", "locked_out")),
         ("job_commonfailJobsByTimeout", ("supervise", "sweep")),
+        ("job_commonfailJobsByHeartbeat", ("supervise", "sweep")),
+        (PARTITION_TABLE + "failJobsByTimeout", ("supervise", "own_table")),
     ],
 )
 def test_our_advisory_lock_keys_are_the_ones_node_waits_for(
@@ -294,6 +298,7 @@ def test_our_advisory_lock_keys_are_the_ones_node_waits_for(
     call: tuple[str, str],
 ) -> None:
     queues("sweep")
+    queues("own_table", partition=True)
     finished = threading.Event()
     with other_db.transaction() as tx:
         tx.run(sql.render(sql.ADVISORY_LOCK, SCHEMA), {"key": SCHEMA + suffix})

@@ -306,6 +306,31 @@ def test_expiry_takes_pg_boss_advisory_lock(
     assert results == [FailOutcome(failed=(job.id,))]
 
 
+def test_jobs_of_a_queue_with_its_own_table_settle_the_same(
+    boss: PgBoss, db: Database, other_db: Database, queue: Callable[..., str]
+) -> None:
+    queue("letters")
+    queue("own", partition=True, policy="singleton", retryLimit=0, expireInSeconds=1, deadLetter="letters")
+    table = boss.get_queue("own").table_name
+    boss.insert([JobRequest("own", n, SendOptions(singletonKey=f"k{n}")) for n in range(3)])
+    done, failed, expired = boss.fetch("own", 3)
+    assert boss.complete("own", [(done, None)]) == [done.id]
+    assert len(boss.fail("own", [(failed, "x")]).dead_lettered) == 1
+    assert dead_letters(db, "letters", failed.id)[0]["source_name"] == "own"
+    age(db, "own", expired.id, 5, "started_on")
+    results: list[FailOutcome] = []
+    with other_db.transaction() as tx:
+        hold_pg_boss_lock(tx, table + "failJobsByTimeout")
+        worker = threading.Thread(target=lambda: results.append(boss.fail_expired("own")))
+        worker.start()
+        time.sleep(0.5)
+        assert results == []
+    worker.join(10)
+    assert results[0].failed == (expired.id,)
+    rows = db.run(f'SELECT count(*) AS n FROM {SCHEMA}."{table}"')
+    assert rows == [{"n": 3}]
+
+
 @pytest.mark.parametrize("verb", ["complete", "fail", "touch"])
 def test_settles_of_an_empty_batch_do_nothing(boss: PgBoss, verb: str) -> None:
     result = getattr(boss, verb)("no_such_queue", [])
