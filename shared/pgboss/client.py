@@ -5,9 +5,10 @@ a cursor. Statements come from ``shared.pgboss.sql``, rendered once for the sche
 Every row it writes is the row pg-boss 12.38 would have written for the same call, so
 Node workers, a Node supervisor and this package can work the same queues at once.
 
-Database errors that mean something to a caller (a missing queue, a key_strict_fifo job
-without a key, a lost race for a policy slot) are turned into typed errors or results
-in one place, ``_run``.
+Database errors that mean something to a caller (a missing queue or schema, a
+key_strict_fifo job without a key) become typed errors in one place, ``_errors``, which
+wraps every statement; ``_run`` adds pg-boss's one tolerated failure, a lost race for a
+policy slot during fetch, which is an empty fetch.
 """
 
 from __future__ import annotations
