@@ -324,6 +324,14 @@ else
 fi
 
 # --- 1. APIs, service accounts, secret access -------------------------------------------------
+# The URLs below are built from PROJECT_NUMBER: a wrong one must stop the run before
+# anything changes, not after the functions are deployed.
+show gcloud projects describe "$project" --format="value(projectNumber)"
+if ! $dry_run; then
+    number=$(gcloud projects describe "$project" --format="value(projectNumber)")
+    [[ $number == "${conf[PROJECT_NUMBER]}" ]] ||
+        die "PROJECT_NUMBER is ${conf[PROJECT_NUMBER]} in $env_file but $project's number is $number"
+fi
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
     artifactregistry.googleapis.com cloudscheduler.googleapis.com secretmanager.googleapis.com \
     iam.googleapis.com --project="$project"

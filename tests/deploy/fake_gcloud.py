@@ -6,7 +6,8 @@ Environment:
   FAKE_GCLOUD_EXISTING  space-separated names that "exist" (service-account emails,
                         Scheduler job names); everything else is NOT_FOUND
   FAKE_GCLOUD_SECRETS   JSON object: secret name -> value
-  FAKE_PROJECT_NUMBER   the number in the URLs Cloud Run reports for services
+  FAKE_PROJECT_NUMBER   the project's number, as in the URLs Cloud Run reports
+  FAKE_RUN_HASH_URL_ONLY  if set, services report only their older, hashed URL
 """
 
 from __future__ import annotations
@@ -43,13 +44,18 @@ def main(args: list[str]) -> int:
             return 1
         sys.stdout.write(secrets[name])
         return 0
+    if words[:2] == ["projects", "describe"]:
+        print(os.environ["FAKE_PROJECT_NUMBER"])
+        return 0
     if words[:3] == ["run", "services", "describe"]:
         service, region = words[3], flag(args, "--region")
         number = os.environ["FAKE_PROJECT_NUMBER"]
         urls = [f"https://{service}-{number}.{region}.run.app", f"https://{service}-abc123xyz-ew.a.run.app"]
+        if os.environ.get("FAKE_RUN_HASH_URL_ONLY"):
+            urls = urls[1:]
         print(json.dumps({
             "metadata": {"name": service, "annotations": {"run.googleapis.com/urls": json.dumps(urls)}},
-            "status": {"url": urls[1]},
+            "status": {"url": urls[-1]},
         }, indent=2))
         return 0
     return 0

@@ -59,7 +59,7 @@ def deploy(tmp_path: Path) -> Iterator:
     log = tmp_path / "gcloud.log"
 
     def run(*args: str, existing: list[str] = (), secrets: dict[str, str] | None = None,
-            project_number: str = DEV["PROJECT_NUMBER"]) -> Run:
+            project_number: str = DEV["PROJECT_NUMBER"], **fake: str) -> Run:
         log.write_text("")
         environ = {
             **os.environ,
@@ -68,6 +68,7 @@ def deploy(tmp_path: Path) -> Iterator:
             "FAKE_GCLOUD_EXISTING": " ".join(existing),
             "FAKE_GCLOUD_SECRETS": json.dumps(secrets or {}),
             "FAKE_PROJECT_NUMBER": project_number,
+            **fake,
         }
         result = run_deploy(*args, env=environ, check=False)
         calls = [Command(["gcloud", *json.loads(line)]) for line in log.read_text().splitlines()]
@@ -127,10 +128,18 @@ def test_redeploy_updates_instead_of_creating(deploy) -> None:
     assert run.gcloud("gcloud", "secrets", "versions", "access") == [], "nothing reads a secret it does not need"
 
 
-def test_a_wrong_project_number_stops_before_the_scheduler(deploy) -> None:
+def test_a_wrong_project_number_stops_before_anything_changes(deploy) -> None:
     run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", project_number="999999999999")
     assert run.returncode != 0
-    assert "PROJECT_NUMBER" in run.stderr
+    assert "PROJECT_NUMBER is" in run.stderr and "999999999999" in run.stderr
+    assert [c.words[1:3] for c in run.calls] == [["projects", "describe"]]
+
+
+def test_drain_must_answer_to_the_schedulers_audience(deploy) -> None:
+    """The fixed URL is the OIDC audience; if Cloud Run does not list it, stop there."""
+    run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", FAKE_RUN_HASH_URL_ONLY="1")
+    assert run.returncode != 0
+    assert "drain does not answer to https://drain-" in run.stderr
     assert run.gcloud("gcloud", "run", "services", "add-iam-policy-binding") == []
     assert run.gcloud("gcloud", "scheduler") == []
 
