@@ -304,10 +304,6 @@ def test_unreachable_database_is_503_with_retry_after(client_for) -> None:
     assert int(response.headers["Retry-After"]) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PgBoss.insert does not yet turn a missing schema (SQLSTATE 3F000) into SchemaMissing",
-)
 def test_missing_schema_is_503(client_for, empty_database_url) -> None:
     client = client_for("enqueue", url=empty_database_url)
     response = post(client, {"name": QUEUE})
