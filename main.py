@@ -9,9 +9,10 @@ from shared import instance, log
 
 log.configure(instance.settings().log_level)
 
+from functions.drain import drain  # noqa: E402
 from functions.enqueue import enqueue  # noqa: E402
 from functions.health import health  # noqa: E402
 from functions.ready import ready  # noqa: E402
 from functions.webhook import webhook  # noqa: E402
 
-__all__ = ["enqueue", "health", "ready", "webhook"]
+__all__ = ["drain", "enqueue", "health", "ready", "webhook"]

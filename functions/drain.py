@@ -1,0 +1,109 @@
+"""``drain``: run the Python handlers on due pg-boss jobs, in one bounded call.
+
+Cloud Scheduler calls it every minute with an OIDC token (``DRAIN_TOKEN`` for local
+runs). The optional JSON body narrows the call::
+
+    {"queues": ["test-job"], "maxJobs": 100, "budgetSeconds": 0}
+
+and the answer summarises it::
+
+    {"fetched": 3, "completed": 2, "failed": 0, "retried": 1, "expired": 0,
+     "queues": {"test-job": {...}}, "duration_ms": 812.4, "stopped": "empty", "wake": "listen"}
+
+``stopped`` says why the call ended: ``budget`` (its time was up), ``max_jobs`` or
+``empty`` (a budget of 0 found nothing more due). The loop itself is
+``shared.drainer``; handlers live in ``shared.handlers``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import flask
+import functions_framework
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import auth, instance, log
+from shared.db import Database
+from shared.drainer import Drainer, Limits, listen_url
+from shared.errors import InvalidRequest
+from shared.handlers import load
+from shared.http import endpoint, json_response, parse_json, read_body
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+class DrainRequest(BaseModel):
+    """The optional body; every field narrows the call."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    queues: list[Annotated[str, Field(strict=True)]] | None = Field(None, min_length=1)
+    max_jobs: int | None = Field(None, alias="maxJobs", strict=True, ge=1)
+    budget_seconds: float | None = Field(None, alias="budgetSeconds", strict=True, ge=0, allow_inf_nan=False)
+
+
+@functions_framework.http
+@endpoint("POST")
+def drain(request: flask.Request) -> flask.Response:
+    settings = instance.settings()
+    caller = auth.check_drain_caller(request.headers, settings)
+    log.annotate(caller=caller)
+    registry = load()
+    body = read_request(request, registry.names(), settings)
+    names = body.queues or list(registry.names())
+    url = listen_url(settings)
+    drainer = Drainer(
+        instance.boss(),
+        registry,
+        Limits.from_settings(settings, budget_seconds=body.budget_seconds, max_jobs=body.max_jobs),
+        listen=(lambda: _listener_database(url, settings)) if url else None,
+    )
+    summary = drainer.run(list(dict.fromkeys(names))).as_dict()
+    log.annotate(**{key: summary[key] for key in ("fetched", "completed", "failed", "retried", "expired", "stopped")})
+    return json_response(summary)
+
+
+def read_request(request: flask.Request, queues: tuple[str, ...], settings: Any) -> DrainRequest:
+    """The validated body (all defaults when there is none)."""
+    if not request.content_length and not request.headers.get("Transfer-Encoding"):
+        return DrainRequest()
+    raw = read_body(request, max_bytes=MAX_BODY_BYTES)
+    payload = parse_json(raw) if raw.strip() else {}
+    if not isinstance(payload, dict):
+        raise InvalidRequest("the body must be a JSON object", [_error([], "must be a JSON object")])
+    try:
+        body = DrainRequest.model_validate(payload)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise InvalidRequest("invalid drain request", errors) from None
+    errors = [
+        _error(["queues", index], f"no handler for queue {name!r}; known: {', '.join(queues)}")
+        for index, name in enumerate(body.queues or [])
+        if name not in queues
+    ]
+    if body.max_jobs is not None and body.max_jobs > settings.drain_max_jobs:
+        errors.append(_error(["maxJobs"], f"at most DRAIN_MAX_JOBS ({settings.drain_max_jobs})"))
+    if body.budget_seconds is not None and body.budget_seconds > settings.drain_ceiling_seconds:
+        errors.append(
+            _error(["budgetSeconds"], f"at most {settings.drain_ceiling_seconds:g} (the timeout less its margin)")
+        )
+    if errors:
+        raise InvalidRequest("invalid drain request", errors)
+    return body
+
+
+def _error(loc: list[Any], msg: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": "value_error"}
+
+
+def _listener_database(url: str, settings: Any) -> Database:
+    return Database(
+        url,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        idle_check_seconds=3600.0,
+    )
