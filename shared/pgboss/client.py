@@ -61,11 +61,29 @@ _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
 _KEY_STRICT_FIFO_CHECK = "job_key_strict_fifo_singleton_key_check"
 
-# (plain, with metadata) fetch statements per policy; other policies use FETCH_JOBS.
+# Fetch statements per policy, keyed by (group limits asked for, include_metadata);
+# other policies use the FETCH_JOBS family.
+_PLAIN_FETCH = {
+    (False, False): sql.FETCH_JOBS,
+    (False, True): sql.FETCH_JOBS_DETAILED,
+    (True, False): sql.FETCH_JOBS_GROUPED,
+    (True, True): sql.FETCH_JOBS_GROUPED_DETAILED,
+}
+_SINGLETON_FETCH = {
+    (False, False): sql.FETCH_JOBS_SINGLETON,
+    (False, True): sql.FETCH_JOBS_SINGLETON_DETAILED,
+    (True, False): sql.FETCH_JOBS_SINGLETON_GROUPED,
+    (True, True): sql.FETCH_JOBS_SINGLETON_GROUPED_DETAILED,
+}
 _FETCH_BY_POLICY = {
-    QueuePolicy.SINGLETON: (sql.FETCH_JOBS_SINGLETON, sql.FETCH_JOBS_SINGLETON_DETAILED),
-    QueuePolicy.STATELY: (sql.FETCH_JOBS_SINGLETON, sql.FETCH_JOBS_SINGLETON_DETAILED),
-    QueuePolicy.KEY_STRICT_FIFO: (sql.FETCH_JOBS_KEY_STRICT_FIFO, sql.FETCH_JOBS_KEY_STRICT_FIFO_DETAILED),
+    QueuePolicy.SINGLETON: _SINGLETON_FETCH,
+    QueuePolicy.STATELY: _SINGLETON_FETCH,
+    QueuePolicy.KEY_STRICT_FIFO: {
+        (False, False): sql.FETCH_JOBS_KEY_STRICT_FIFO,
+        (False, True): sql.FETCH_JOBS_KEY_STRICT_FIFO_DETAILED,
+        (True, False): sql.FETCH_JOBS_KEY_STRICT_FIFO_GROUPED,
+        (True, True): sql.FETCH_JOBS_KEY_STRICT_FIFO_GROUPED_DETAILED,
+    },
 }
 _SINGLETON_POLICIES = {QueuePolicy.SINGLETON, QueuePolicy.STATELY}
 
@@ -214,8 +232,8 @@ class PgBoss:
             "group_limit": group_limit,
             "group_tiers": group_tiers,
         }
-        plain, detailed = _FETCH_BY_POLICY.get(policy, (sql.FETCH_JOBS, sql.FETCH_JOBS_DETAILED))
-        statement = detailed if include_metadata else plain
+        statements = _FETCH_BY_POLICY.get(policy, _PLAIN_FETCH)
+        statement = statements[(group_limit is not None, include_metadata)]
         if policy in _SINGLETON_POLICIES:
             params["policy"] = policy.value
         rows = self._run(statement, params, lost_race_is_empty=True)
