@@ -238,12 +238,12 @@ def test_a_database_gone_for_the_rest_of_a_call_is_503_and_its_jobs_are_retried_
         time.sleep(0.4)
         return {"ok": True}
 
-    run_drain(registry)
-    ids = send(boss, "outage", 2)
     cut_boss = PgBoss(Database(via(proxy, database_url)), SCHEMA)
+    Drainer(cut_boss, registry, limits()).run(["outage"])  # queue created, connection open
+    ids = send(boss, "outage", 2)
     threading.Thread(target=lambda: working.wait(5) and proxy.cut(refuse=True)).start()
     with pytest.raises(DatabaseUnavailable, match="stay active"):
-        Drainer(cut_boss, registry, limits(budget_seconds=1, settle_seconds=0.3)).run(["outage"])
+        Drainer(cut_boss, registry, limits(budget_seconds=1.5, settle_seconds=0.3)).run(["outage"])
     assert states(db, "outage") == Counter({"active": 2})  # claimed, unsettled: nobody can tell
 
     proxy.restore()

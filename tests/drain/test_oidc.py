@@ -156,7 +156,7 @@ def test_cloud_schedulers_token_is_accepted_and_the_certificates_are_cached(oidc
 )
 def test_a_token_with_a_wrong_claim_is_401(oidc_drain, google, claims, reason) -> None:
     response = oidc_drain().post({"budgetSeconds": 0}, headers=bearer(google.token(**claims)))
-    assert response.status_code == 401
+    assert response.status_code == 401, response.get_json()
     assert reason in response.get_json()["message"]
 
 
