@@ -5,7 +5,8 @@ inserts (one statement) and answers 202 ``{"ids", "routes", "deduplicated"}``; 2
 ``{"ignored": true}`` when no route matches. A repeated delivery derives the same job
 id and is answered as deduplicated (see ``shared.webhook_routes``).
 
-Database webhooks are not signed: the trigger sends ``WEBHOOK_SECRET`` as
+Database webhooks are not signed: the trigger sends a ``WEBHOOK_SECRET`` (comma-separated,
+so old and new are both valid while it rotates) as
 ``Authorization: Bearer SECRET`` or ``X-Webhook-Secret: SECRET``. A sender that signs
 adds ``X-Webhook-Signature: sha256=HEX`` (HMAC-SHA256 of the raw body with the same
 secret; of ``TIMESTAMP + "." + body`` when ``X-Webhook-Timestamp`` is sent, which must
@@ -33,18 +34,18 @@ TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 @endpoint("POST")
 def webhook(request: flask.Request) -> flask.Response:
     settings = instance.settings()
-    secret = require(settings.webhook_secret, "WEBHOOK_SECRET", "webhook")
+    secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
     routes = require(settings.webhook_routes_table, "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
     headers = request.headers
     signed = SIGNATURE_HEADER in headers
     if not signed and settings.webhook_require_signature:
         raise Unauthenticated("a signature (X-Webhook-Signature) is required")
     if not signed or SECRET_HEADER in headers or "Authorization" in headers:
-        auth.check_secret(auth.presented_secret(headers, SECRET_HEADER), [secret])
+        auth.check_secret(auth.presented_secret(headers, SECRET_HEADER), secrets)
     raw = read_body(request, max_bytes=settings.webhook_max_body_bytes)
     if signed:
         auth.check_signature(
-            raw, headers.get(SIGNATURE_HEADER), [secret], timestamp=headers.get(TIMESTAMP_HEADER),
+            raw, headers.get(SIGNATURE_HEADER), secrets, timestamp=headers.get(TIMESTAMP_HEADER),
             tolerance_seconds=settings.webhook_signature_tolerance_seconds,
         )
 

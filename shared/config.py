@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     # --- credentials ----------------------------------------------------------
     api_keys: tuple[SecretStr, ...] = Field((), alias="API_KEYS")
-    webhook_secret: SecretStr | None = Field(None, alias="WEBHOOK_SECRET")
+    # Comma-separated like API_KEYS, so the secret rotates without refusing deliveries.
+    webhook_secrets: tuple[SecretStr, ...] = Field((), alias="WEBHOOK_SECRET")
     drain_token: SecretStr | None = Field(None, alias="DRAIN_TOKEN")
 
     # --- job intake (enqueue, webhook) -------------------------------------------
@@ -131,12 +132,12 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc)) from None
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "webhook_secrets", mode="before")
     @classmethod
-    def _api_keys_from_csv(cls, value: Any) -> Any:
+    def _secrets_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("database_url", "webhook_secret", "drain_token", mode="before")
+    @field_validator("database_url", "drain_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -29,13 +29,19 @@ def test_defaults_and_parsing() -> None:
     assert settings.pgboss_schema == "pgboss"
     assert settings.log_level == "INFO"
     assert [key.get_secret_value() for key in settings.api_keys] == ["old-key", "new-key"]
-    assert settings.webhook_secret is None
+    assert settings.webhook_secrets == ()
     assert settings.database_url is not None
     assert settings.database_url.get_secret_value() == URL
 
 
 def test_blank_optional_secret_is_unset() -> None:
-    assert Settings.from_environ({"WEBHOOK_SECRET": "  "}).webhook_secret is None
+    assert Settings.from_environ({"WEBHOOK_SECRET": "  ", "DRAIN_TOKEN": ""}).webhook_secrets == ()
+    assert Settings.from_environ({"DRAIN_TOKEN": " "}).drain_token is None
+
+
+def test_webhook_secret_rotates_like_api_keys() -> None:
+    settings = Settings.from_environ({"WEBHOOK_SECRET": "old-secret,new-secret"})
+    assert [secret.get_secret_value() for secret in settings.webhook_secrets] == ["old-secret", "new-secret"]
 
 
 @pytest.mark.parametrize(

@@ -278,3 +278,14 @@ def test_routes_table_from_a_file(client_for, db, tmp_path) -> None:
     create_queues(db, *ROUTE_QUEUES)
     client = client_for("webhook", WEBHOOK_ROUTES_FILE=str(path))
     assert post(client, supabase()).status_code == 202
+
+
+def test_old_and_new_secret_both_work_while_rotating(client_for, db) -> None:
+    create_queues(db, *ROUTE_QUEUES)
+    client = client_for("webhook", **routes_env(), WEBHOOK_SECRET=f"{WEBHOOK_SECRET},brand-new-secret-0123")
+    old = post(client, supabase(record={**DOCUMENT, "id": 1}))
+    new = post(client, supabase(record={**DOCUMENT, "id": 2}), headers={"X-Webhook-Secret": "brand-new-secret-0123"})
+    signed_raw = json.dumps(supabase(record={**DOCUMENT, "id": 3})).encode()
+    signed = post(client, raw=signed_raw, headers={"X-Webhook-Signature": auth.sign(signed_raw, "brand-new-secret-0123")})
+    assert (old.status_code, new.status_code, signed.status_code) == (202, 202, 202)
+    refused(client, db, 401, supabase(record={**DOCUMENT, "id": 4}), headers={"X-Webhook-Secret": "retired-secret"})
