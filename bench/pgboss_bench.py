@@ -15,7 +15,12 @@ database at the end. Printed side by side, jobs per second, best of ``--rounds``
 * ceiling: our rendered statements driven as fast as possible over the same kind of
   connection (pg8000, TCP_NODELAY): each statement's ``:name`` placeholders are converted
   once, not per call, and there is no per-job Python beyond building the settle document —
-  what the database and the driver's wire protocol allow.
+  what the database and the driver's wire protocol allow. pg8000 runs an unnamed
+  statement in three round trips (parse, describe, bind/execute), as our database layer
+  does for every statement so that nothing outlives a transaction (Supabase's pooler).
+* named: the same ceiling over named prepared statements, one round trip per execution
+  (what node-postgres gets for unnamed ones); shown to size the protocol's share, not a
+  target, since the pooler rules them out.
 
 Ratios: ours/pg-boss (target ≥ 1.0 at every size) and ours/ceiling (target ≥ 0.8 at 100).
 Every queue is refilled, and the table vacuumed, before each timed run, so no run inherits
@@ -198,8 +203,8 @@ class Bench:
 
         return run
 
-    def raw_insert(self) -> float:
-        insert = self._prepared(sql.INSERT_JOBS)
+    def raw_insert(self, insert: Callable[..., list[list[object]]] | None = None) -> float:
+        insert = insert or self._prepared(sql.INSERT_JOBS)
         documents = [
             json.dumps([
                 {"id": str(uuid.uuid4()), "name": QUEUE, "data": {"n": start + k}}
@@ -214,9 +219,34 @@ class Bench:
                 insert(connection, jobs=document, channel=channel)
             return self.jobs / (time.perf_counter() - started)
 
-    def raw_drain(self, batch: int) -> float:
-        fetch = self._prepared(sql.FETCH_JOBS)
-        complete = self._prepared(sql.COMPLETE_JOBS)
+    @staticmethod
+    def _named(connection: object, statement: str) -> Callable[..., list[list[object]]]:
+        """``statement`` as a named prepared statement: one round trip per execution."""
+        prepared = connection.prepare(sql.render(statement, SCHEMA))  # type: ignore[attr-defined]
+
+        def run(_connection: object, **params: object) -> list[list[object]]:
+            return prepared.run(**params) or []
+
+        return run
+
+    def raw_insert_named(self) -> float:
+        with self.db.raw_connection() as connection:
+            return self.raw_insert(self._named(connection, sql.INSERT_JOBS))
+
+    def raw_drain_named(self, batch: int) -> float:
+        with self.db.raw_connection() as connection:
+            return self.raw_drain(
+                batch, self._named(connection, sql.FETCH_JOBS), self._named(connection, sql.COMPLETE_JOBS)
+            )
+
+    def raw_drain(
+        self,
+        batch: int,
+        fetch: Callable[..., list[list[object]]] | None = None,
+        complete: Callable[..., list[list[object]]] | None = None,
+    ) -> float:
+        fetch = fetch or self._prepared(sql.FETCH_JOBS)
+        complete = complete or self._prepared(sql.COMPLETE_JOBS)
         done = 0
         with self.db.raw_connection() as connection:
             started = time.perf_counter()
@@ -275,7 +305,10 @@ def main() -> None:
         migrate(url, SCHEMA)
         bench = Bench(url, args.jobs, args.rounds)
         print(f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n")
-        header = f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}{'ours/pg-boss':>14}{'ours/ceiling':>14}"
+        header = (
+            f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}{'named':>10}"
+            f"{'ours/pg-boss':>14}{'ours/ceiling':>14}"
+        )
         print(header)
         print("-" * len(header))
         notes = []
@@ -284,16 +317,18 @@ def main() -> None:
             "ours": (bench.reset, bench.ours_insert),
             "pg-boss": (bench.reset, bench.theirs_insert),
             "ceiling": (bench.reset, bench.raw_insert),
+            "named": (bench.reset, bench.raw_insert_named),
         })
-        print(_line(f"insert ×{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"]))
+        print(_line(f"insert ×{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"], rates["named"]))
         for batch in batches:
             contenders = {"ours": (bench.fill, lambda batch=batch: bench.ours_drain(batch))}
             for mode in NODE_DRAINS:
                 contenders[mode] = (bench.fill, lambda mode=mode, batch=batch: bench.theirs_drain(mode, batch))
             contenders["ceiling"] = (bench.fill, lambda batch=batch: bench.raw_drain(batch))
+            contenders["named"] = (bench.fill, lambda batch=batch: bench.raw_drain_named(batch))
             rates = bench.race(contenders)
             fastest = max(NODE_DRAINS, key=rates.__getitem__)
-            print(_line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"]))
+            print(_line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"], rates["named"]))
             notes.append(
                 f"pg-boss at batch {batch}: fastest was {NODE_DRAINS[fastest]} ("
                 + ", ".join(f"{mode} {rates[mode]:,.0f}" for mode in NODE_DRAINS) + ")"
@@ -305,9 +340,9 @@ def main() -> None:
         drop()
 
 
-def _line(label: str, ours: float, theirs: float, ceiling: float) -> str:
+def _line(label: str, ours: float, theirs: float, ceiling: float, named: float) -> str:
     return (
-        f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}"
+        f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}{named:>10,.0f}"
         f"{ours / theirs:>13.2f}×{ours / ceiling:>13.2f}×"
     )
 
