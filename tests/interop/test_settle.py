@@ -258,10 +258,11 @@ def test_manual_retry_matches_pg_boss(twin: Twin, node_actor: NodeActor) -> None
 # -- dead letters -----------------------------------------------------------------------------
 
 
-def _dead_letter_queues(node: Actor, names: Names) -> None:
+def _dead_letter_queues(node: Actor, names: Names, partition: bool) -> None:
     node.create_queue(names("final"))
     node.create_queue(
         names("dlq"),
+        partition=partition,
         retryLimit=0,
         retryDelay=3,
         retryBackoff=True,
@@ -274,13 +275,14 @@ def _dead_letter_queues(node: Actor, names: Names) -> None:
     node.create_queue(names("other"), expireInSeconds=3600, retryLimit=6)
     node.create_queue(
         names("q"), policy="short", deadLetter=names("dlq"), retryLimit=0, expireInSeconds=10,
-        heartbeatSeconds=15, retryDelayMax=9, retryBackoff=True,
+        heartbeatSeconds=15, retryDelayMax=9, retryBackoff=True, partition=partition,
     )
 
 
-def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor) -> None:
+@pytest.mark.parametrize("partition", [False, True], ids=["job_common", "own-partitions"])
+def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, partition: bool) -> None:
     def scenario(actor: Actor, names: Names) -> None:
-        _dead_letter_queues(node_actor, names)
+        _dead_letter_queues(node_actor, names, partition)
         node_actor.send(
             names("q"), {"tag": "queue dlq"}, priority=5, singletonKey="k1",
             group={"id": "g", "tier": "t"}, heartbeatSeconds=25,
@@ -325,11 +327,13 @@ def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer
 # -- expiry, heartbeats, late settles ----------------------------------------------------------
 
 
-def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database) -> None:
+@pytest.mark.parametrize("partition", [False, True], ids=["job_common", "own-partition"])
+def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database, partition: bool) -> None:
     def scenario(actor: Actor, names: Names) -> None:
         node_actor.create_queue(names("dlq"))
         node_actor.create_queue(
-            names("q"), expireInSeconds=5, heartbeatSeconds=10, retryLimit=1, deadLetter=names("dlq")
+            names("q"), expireInSeconds=5, heartbeatSeconds=10, retryLimit=1, deadLetter=names("dlq"),
+            partition=partition,
         )
         # Those that go to retry wait 5 minutes, except one that runs again at once.
         _send_each(node_actor, names("q"), ["expired", "beat lost", "touched", "fresh"], retryDelay=300)
