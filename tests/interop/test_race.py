@@ -110,7 +110,9 @@ def _settle_in_batches(settle: object, claims: list, start: threading.Barrier, e
         errors.append(error)
 
 
-@pytest.mark.parametrize("ours, theirs", [("fail", "fail"), ("complete", "fail"), ("fail", "expire")])
+@pytest.mark.parametrize(
+    "ours, theirs", [("fail", "fail"), ("complete", "fail"), ("fail", "expire"), ("expire", "expire")]
+)
 def test_racing_settles_on_the_same_claims_settle_each_job_once(
     ours: str, theirs: str, database_url: str, node_boss: NodeBoss, boss: PgBoss, db: Database
 ) -> None:
@@ -129,6 +131,7 @@ def test_racing_settles_on_the_same_claims_settle_each_job_once(
     python_settle = {
         "fail": lambda batch: own.fail("q", [(job, error) for job in batch]),
         "complete": lambda batch: own.complete("q", [(job, {"by": "python"}) for job in batch]),
+        "expire": lambda batch: own.fail_expired("q"),
     }[ours]
     fence = [{"id": job.id, "retryCount": job.retry_count} for job in jobs]
     released = False

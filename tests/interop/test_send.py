@@ -183,3 +183,28 @@ def test_pg_boss_reads_our_row_as_its_own(
         k: v for k, v in got_theirs.items() if k not in handler_volatile
     }
     assert got_ours["id"] == ours
+
+
+DATA: list[Any] = [
+    None,
+    "text",
+    "",
+    42,
+    -7,
+    1.5,
+    True,
+    False,
+    [1, "two", None],
+    {},
+    {"unicode": "日本語 ✓ 🎉", "quote": "\"'\\", "nested": {"deep": [{"x": 1}]}},
+    {"max_safe": 2**53 - 1, "small": 1e-7},
+]
+
+
+def test_payloads_arrive_as_sent(actor: Actor, observer: Actor) -> None:
+    observer.create_queue("q")
+    for n, data in enumerate(DATA):
+        actor.send("q", data, priority=len(DATA) - n)
+    received = [observer.fetch("q")[0].data for _ in DATA]
+    assert received == DATA
+    assert observer.fetch("q") == []
