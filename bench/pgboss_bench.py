@@ -64,7 +64,9 @@ import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 const [mode, connectionString, queue, total, batch] = JSON.parse(process.argv.at(-1));
 const { PgBoss } = await import(pathToFileURL(resolve('node_modules/pg-boss/dist/index.js')).href);
-const boss = new PgBoss({ connectionString, schema: 'pgboss', supervise: false, schedule: false, migrate: false });
+const boss = new PgBoss({
+  connectionString, schema: 'pgboss', supervise: false, schedule: false, migrate: false
+});
 boss.on('error', (err) => console.error(err));
 await boss.start();
 await boss.getQueue(queue);  // warm the queue cache and the pool
@@ -93,13 +95,16 @@ if (mode === 'insert') {
   let finish;
   const finished = new Promise((r) => { finish = r; });
   started = now();
-  await boss.work(queue, { batchSize: batch, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true, burstWhenReadyExceeds: 1 },
-    async (jobs) => { done += jobs.length; if (done >= total) finish(); });
+  const options = {
+    batchSize: batch, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true, burstWhenReadyExceeds: 1
+  };
+  await boss.work(queue, options, async (jobs) => { done += jobs.length; if (done >= total) finish(); });
   await finished;
   // The last batch is completed after its handler returns.
   const db = boss.getDb();
   for (;;) {
-    const { rows } = await db.executeSql(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state <> 'completed'`, [queue]);
+    const { rows } = await db.executeSql(
+      `SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state <> 'completed'`, [queue]);
     if (rows[0].n === 0) break;
     await new Promise((r) => setTimeout(r, 1));
   }
@@ -118,7 +123,12 @@ def node_run(mode: str, url: str, total: int, batch: int) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
     result = subprocess.run(
         [str(NODE), "--input-type=module", "-e", NODE_SCRIPT, json.dumps([mode, url, QUEUE, total, batch])],
-        cwd=PGBOSS_DIR, env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=PGBOSS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"pg-boss {mode} failed:\n{result.stderr}")
@@ -149,7 +159,9 @@ class Bench:
         # pg-boss's work() bursts past its polling interval only while its cached queue stats
         # say jobs are ready; its monitor (off here) would fill them in. Say so up front, so
         # work() gets its fastest path at every batch size.
-        self.db.run(f"UPDATE {SCHEMA}.queue SET ready_count = :n WHERE name = :q", {"n": self.jobs, "q": QUEUE})
+        self.db.run(
+            f"UPDATE {SCHEMA}.queue SET ready_count = :n WHERE name = :q", {"n": self.jobs, "q": QUEUE}
+        )
 
     def fill(self) -> None:
         self.reset()
@@ -206,10 +218,12 @@ class Bench:
     def raw_insert(self, insert: Callable[..., list[list[object]]] | None = None) -> float:
         insert = insert or self._prepared(sql.INSERT_JOBS)
         documents = [
-            json.dumps([
-                {"id": str(uuid.uuid4()), "name": QUEUE, "data": {"n": start + k}}
-                for k in range(min(INSERT_BATCH, self.jobs - start))
-            ])
+            json.dumps(
+                [
+                    {"id": str(uuid.uuid4()), "name": QUEUE, "data": {"n": start + k}}
+                    for k in range(min(INSERT_BATCH, self.jobs - start))
+                ]
+            )
             for start in range(0, self.jobs, INSERT_BATCH)
         ]
         channel = self.boss.notify_channel
@@ -304,7 +318,9 @@ def main() -> None:
     try:
         migrate(url, SCHEMA)
         bench = Bench(url, args.jobs, args.rounds)
-        print(f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n")
+        print(
+            f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n"
+        )
         header = (
             f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}{'named':>10}"
             f"{'ours/pg-boss':>14}{'ours/ceiling':>14}"
@@ -313,25 +329,37 @@ def main() -> None:
         print("-" * len(header))
         notes = []
 
-        rates = bench.race({
-            "ours": (bench.reset, bench.ours_insert),
-            "pg-boss": (bench.reset, bench.theirs_insert),
-            "ceiling": (bench.reset, bench.raw_insert),
-            "named": (bench.reset, bench.raw_insert_named),
-        })
-        print(_line(f"insert ×{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"], rates["named"]))
+        rates = bench.race(
+            {
+                "ours": (bench.reset, bench.ours_insert),
+                "pg-boss": (bench.reset, bench.theirs_insert),
+                "ceiling": (bench.reset, bench.raw_insert),
+                "named": (bench.reset, bench.raw_insert_named),
+            }
+        )
+        print(
+            _line(
+                f"insert x{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"], rates["named"]
+            )
+        )
         for batch in batches:
             contenders = {"ours": (bench.fill, lambda batch=batch: bench.ours_drain(batch))}
             for mode in NODE_DRAINS:
-                contenders[mode] = (bench.fill, lambda mode=mode, batch=batch: bench.theirs_drain(mode, batch))
+                contenders[mode] = (
+                    bench.fill,
+                    lambda mode=mode, batch=batch: bench.theirs_drain(mode, batch),
+                )
             contenders["ceiling"] = (bench.fill, lambda batch=batch: bench.raw_drain(batch))
             contenders["named"] = (bench.fill, lambda batch=batch: bench.raw_drain_named(batch))
             rates = bench.race(contenders)
             fastest = max(NODE_DRAINS, key=rates.__getitem__)
-            print(_line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"], rates["named"]))
+            print(
+                _line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"], rates["named"])
+            )
             notes.append(
                 f"pg-boss at batch {batch}: fastest was {NODE_DRAINS[fastest]} ("
-                + ", ".join(f"{mode} {rates[mode]:,.0f}" for mode in NODE_DRAINS) + ")"
+                + ", ".join(f"{mode} {rates[mode]:,.0f}" for mode in NODE_DRAINS)
+                + ")"
             )
         print("\njobs/s, best of the rounds.")
         print("\n".join(notes))
@@ -343,7 +371,7 @@ def main() -> None:
 def _line(label: str, ours: float, theirs: float, ceiling: float, named: float) -> str:
     return (
         f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}{named:>10,.0f}"
-        f"{ours / theirs:>13.2f}×{ours / ceiling:>13.2f}×"
+        f"{ours / theirs:>13.2f}x{ours / ceiling:>13.2f}x"
     )
 
 

@@ -98,7 +98,7 @@ def normalize(rows: Iterable[dict[str, Any]], prefix: str = "") -> list[dict[str
 
 def _strip(value: Any, prefix: str) -> Any:
     if isinstance(value, str) and prefix and value.startswith(prefix):
-        return value[len(prefix):]
+        return value[len(prefix) :]
     return value
 
 
@@ -129,9 +129,7 @@ def differences(
             if column in TIMESTAMPS or column == "keep_until_after_start":
                 if (a is None) != (b is None):
                     problems.append(f"{label}: {column} ours {a!r}, pg-boss {b!r}")
-                elif a is not None and not math.isclose(
-                    a, b, abs_tol=tolerances.get(column, tolerance)
-                ):
+                elif a is not None and not math.isclose(a, b, abs_tol=tolerances.get(column, tolerance)):
                     problems.append(f"{label}: {column} ours {a:.3f}s, pg-boss {b:.3f}s")
             elif a != b:
                 problems.append(f"{label}: {column} ours {a!r}, pg-boss {b!r}")

@@ -23,24 +23,46 @@ def doctor(database_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
     return subprocess.run(
         [str(PGBOSS_CLI), "doctor", "--connection-string", database_url, "--schema", "pgboss"],
-        capture_output=True, text=True, timeout=60, cwd=PGBOSS_DIR, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PGBOSS_DIR,
+        env=env,
+        check=False,
     )
 
 
 def _use_every_verb(boss: PgBoss, db: Database) -> None:
     boss.create_queue("dlq")
-    boss.create_queue("q", QueueOptions(dead_letter="dlq", retry_limit=0, expire_in_seconds=5, heartbeat_seconds=10))
+    boss.create_queue(
+        "q", QueueOptions(dead_letter="dlq", retry_limit=0, expire_in_seconds=5, heartbeat_seconds=10)
+    )
     for policy in ("standard", "short", "singleton", "stately", "exclusive", "key_strict_fifo"):
         boss.create_queue(f"own-{policy}", QueueOptions(policy=policy, partition=True, notify=True))
         boss.send(f"own-{policy}", {"p": policy}, SendOptions(singleton_key="k"))
         [job] = boss.fetch(f"own-{policy}")
         boss.fail(f"own-{policy}", [(job, ValueError("boom"))])
     boss.insert([JobRequest("q", {"n": n}, SendOptions(priority=n % 3)) for n in range(12)])
-    boss.send("q", {"all": True}, SendOptions(
-        priority=2, start_after=0, retry_limit=0, retry_delay=1, retry_backoff=True, retry_delay_max=3,
-        expire_in_seconds=60, retention_seconds=600, delete_after_seconds=60, singleton_key="s",
-        singleton_seconds=60, group={"id": "g", "tier": "t"}, dead_letter="dlq", heartbeat_seconds=20,
-    ))
+    boss.send(
+        "q",
+        {"all": True},
+        SendOptions(
+            priority=2,
+            start_after=0,
+            retry_limit=0,
+            retry_delay=1,
+            retry_backoff=True,
+            retry_delay_max=3,
+            expire_in_seconds=60,
+            retention_seconds=600,
+            delete_after_seconds=60,
+            singleton_key="s",
+            singleton_seconds=60,
+            group={"id": "g", "tier": "t"},
+            dead_letter="dlq",
+            heartbeat_seconds=20,
+        ),
+    )
     boss.send("q", {"debounced": True}, SendOptions(singleton_seconds=60, singleton_next_slot=True))
     jobs = boss.fetch("q", 14, group_concurrency={"default": 2, "tiers": {"t": 1}})
     assert len(jobs) >= 13
@@ -52,7 +74,9 @@ def _use_every_verb(boss: PgBoss, db: Database) -> None:
     boss.fail_expired("q")
     boss.cancel("q", [job.id for job in jobs[11:]])
     boss.resume("q", [job.id for job in jobs[11:]])
-    failed = [row["id"] for row in db.run("SELECT id::text FROM pgboss.job WHERE name = 'q' AND state = 'failed'")]
+    failed = [
+        row["id"] for row in db.run("SELECT id::text FROM pgboss.job WHERE name = 'q' AND state = 'failed'")
+    ]
     boss.retry("q", failed[:1])
     boss.delete_jobs("q", failed[1:2])
     dead = boss.fetch("dlq", 100)

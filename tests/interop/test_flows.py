@@ -32,10 +32,13 @@ def test_child_waits_for_its_parent(twin: Twin, node_actor: NodeActor, node_boss
     def scenario(actor: Actor, names: Names) -> list[list[str]]:
         node_actor.create_queue(names("q"))
         node_actor.create_queue(names("next"))
-        _flow(node_boss, [
-            {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
-            {"ref": "b", "name": names("next"), "data": {"tag": "child"}, "dependsOn": ["a"]},
-        ])
+        _flow(
+            node_boss,
+            [
+                {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
+                {"ref": "b", "name": names("next"), "data": {"tag": "child"}, "dependsOn": ["a"]},
+            ],
+        )
         seen = [_tags(actor.fetch(names("next"), 10))]
         [parent] = actor.fetch(names("q"), 10)
         actor.complete(names("q"), [parent], {"done": True})
@@ -52,11 +55,14 @@ def test_child_waits_for_its_parent(twin: Twin, node_actor: NodeActor, node_boss
 def test_fan_in_needs_every_parent(twin: Twin, node_actor: NodeActor, node_boss: NodeBoss) -> None:
     def scenario(actor: Actor, names: Names) -> list[list[str]]:
         node_actor.create_queue(names("q"))
-        ids = _flow(node_boss, [
-            {"ref": "p1", "name": names("q"), "data": {"tag": "p1"}, "options": {"priority": 2}},
-            {"ref": "p2", "name": names("q"), "data": {"tag": "p2"}, "options": {"priority": 1}},
-            {"ref": "c", "name": names("q"), "data": {"tag": "c"}, "dependsOn": ["p1", "p2"]},
-        ])
+        ids = _flow(
+            node_boss,
+            [
+                {"ref": "p1", "name": names("q"), "data": {"tag": "p1"}, "options": {"priority": 2}},
+                {"ref": "p2", "name": names("q"), "data": {"tag": "p2"}, "options": {"priority": 1}},
+                {"ref": "c", "name": names("q"), "data": {"tag": "c"}, "dependsOn": ["p1", "p2"]},
+            ],
+        )
         [first] = actor.fetch(names("q"))
         actor.complete(names("q"), [first])
         node_boss.call("resolveFlow")
@@ -71,13 +77,18 @@ def test_fan_in_needs_every_parent(twin: Twin, node_actor: NodeActor, node_boss:
     run.assert_same()
 
 
-def test_parent_failed_for_good_holds_its_child(twin: Twin, node_actor: NodeActor, node_boss: NodeBoss) -> None:
+def test_parent_failed_for_good_holds_its_child(
+    twin: Twin, node_actor: NodeActor, node_boss: NodeBoss
+) -> None:
     def scenario(actor: Actor, names: Names) -> list[str]:
         node_actor.create_queue(names("q"), retryLimit=0)
-        _flow(node_boss, [
-            {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
-            {"ref": "b", "name": names("q"), "data": {"tag": "child"}, "dependsOn": ["a"]},
-        ])
+        _flow(
+            node_boss,
+            [
+                {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
+                {"ref": "b", "name": names("q"), "data": {"tag": "child"}, "dependsOn": ["a"]},
+            ],
+        )
         actor.fail(names("q"), actor.fetch(names("q"), 10), ERROR)
         node_boss.call("resolveFlow")
         return _tags(actor.fetch(names("q"), 10))
@@ -95,12 +106,20 @@ def test_parent_retried_then_completed_releases_its_child(
 ) -> None:
     def scenario(actor: Actor, names: Names) -> list[list[str]]:
         node_actor.create_queue(names("q"), retryLimit=1)
-        _flow(node_boss, [
-            {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
-            {"ref": "b", "name": names("q"), "data": {"tag": "child"}, "dependsOn": ["a"]},
-            {"ref": "late", "name": names("q"), "data": {"tag": "late child"}, "dependsOn": ["a"],
-             "options": {"startAfter": 3600}},
-        ])
+        _flow(
+            node_boss,
+            [
+                {"ref": "a", "name": names("q"), "data": {"tag": "parent"}},
+                {"ref": "b", "name": names("q"), "data": {"tag": "child"}, "dependsOn": ["a"]},
+                {
+                    "ref": "late",
+                    "name": names("q"),
+                    "data": {"tag": "late child"},
+                    "dependsOn": ["a"],
+                    "options": {"startAfter": 3600},
+                },
+            ],
+        )
         seen = []
         actor.fail(names("q"), actor.fetch(names("q"), 10), ERROR)  # goes to retry, keeps blocking
         node_boss.call("resolveFlow")

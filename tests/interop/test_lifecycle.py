@@ -250,7 +250,9 @@ def test_delete_jobs_in_any_state(actor: Actor, observer: Actor, db: Database) -
 
 
 @pytest.mark.parametrize("verb", ["cancel", "resume", "retry", "delete"])
-def test_job_verbs_address_jobs_by_queue_and_id(verb: str, actor: Actor, observer: Actor, db: Database) -> None:
+def test_job_verbs_address_jobs_by_queue_and_id(
+    verb: str, actor: Actor, observer: Actor, db: Database
+) -> None:
     """Ids are unique per queue only: a verb on queue A never touches the same id in queue B."""
     observer.create_queue("a", retryLimit=0)
     observer.create_queue("b", retryLimit=0)

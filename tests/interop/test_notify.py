@@ -16,7 +16,7 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
-from tests.interop.actors import Actor, NodeActor, PythonActor
+from tests.interop.actors import Actor, PythonActor
 from tests.support.node_boss import NodeBoss
 
 POLL_SECONDS = 30
@@ -91,7 +91,9 @@ def test_notify_rules_are_the_same_for_both_clients(
     listener = Database(database_url)
     try:
         due = _notifications(listener, boss, lambda: actor.send("loud", {"n": 1}))
-        batch = _notifications(listener, boss, lambda: actor.insert("loud", [{"data": {"n": n}} for n in range(5)]))
+        batch = _notifications(
+            listener, boss, lambda: actor.insert("loud", [{"data": {"n": n}} for n in range(5)])
+        )
         later = _notifications(listener, boss, lambda: actor.send("loud", {"n": 2}, startAfter=60))
         silent = _notifications(listener, boss, lambda: actor.send("quiet", {"n": 3}))
         deduped = _notifications(

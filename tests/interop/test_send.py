@@ -48,8 +48,19 @@ EVERY_OPTION: dict[str, Any] = {
 
 # Columns pg-boss's API reports that are times or ids, left out of API-level comparisons.
 API_VOLATILE = {
-    "id", "name", "startAfter", "startedOn", "createdOn", "completedOn", "keepUntil",
-    "heartbeatOn", "singletonOn", "sourceId", "sourceCreatedOn", "sourceRootId", "deadLetter",
+    "id",
+    "name",
+    "startAfter",
+    "startedOn",
+    "createdOn",
+    "completedOn",
+    "keepUntil",
+    "heartbeatOn",
+    "singletonOn",
+    "sourceId",
+    "sourceCreatedOn",
+    "sourceRootId",
+    "deadLetter",
 }
 
 
@@ -110,10 +121,7 @@ def test_insert_writes_pg_boss_rows_for_every_option(twin: Twin) -> None:
         _queues(actor, names)
         return actor.insert(
             names("q"),
-            [
-                {"data": {"tag": tag}, **options}
-                for tag, options in _variants(names)
-            ],
+            [{"data": {"tag": tag}, **options} for tag, options in _variants(names)],
         )
 
     run = twin(scenario)

@@ -1,6 +1,6 @@
 """Claiming and settling: pg-boss sends, each client fetches/completes/fails, rows must agree.
 
-Two shapes of test (contract §4–§5, §8 #5–#12, #22):
+Two shapes of test (contract §4-§5, §8 #5-#12, #22):
 
 * ``twin``: pg-boss sends the same jobs into two namespaces; our client works one, pg-boss the
   other, with the same verbs in the same order; the job tables must then agree (states,
@@ -132,7 +132,10 @@ def test_fail_stores_errors_and_schedules_retries_as_pg_boss_does(twin: Twin, no
     for tag, _ in ERRORS:
         row = rows[tag]
         assert (row["state"], row["retry_count"], row["completed_on"], row["heartbeat_on"]) == (
-            "retry", 0, None, None
+            "retry",
+            0,
+            None,
+            None,
         )
         assert row["started_on"] is not None
     assert rows["last try"]["state"] == "failed" and rows["last try"]["completed_on"] is not None
@@ -274,8 +277,15 @@ def _dead_letter_queues(node: Actor, names: Names, partition: bool) -> None:
     )
     node.create_queue(names("other"), expireInSeconds=3600, retryLimit=6)
     node.create_queue(
-        names("q"), policy="short", deadLetter=names("dlq"), retryLimit=0, expireInSeconds=10,
-        heartbeatSeconds=15, retryDelayMax=9, retryBackoff=True, partition=partition,
+        names("q"),
+        policy="short",
+        deadLetter=names("dlq"),
+        retryLimit=0,
+        expireInSeconds=10,
+        heartbeatSeconds=15,
+        retryDelayMax=9,
+        retryBackoff=True,
+        partition=partition,
     )
 
 
@@ -284,8 +294,12 @@ def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, par
     def scenario(actor: Actor, names: Names) -> None:
         _dead_letter_queues(node_actor, names, partition)
         node_actor.send(
-            names("q"), {"tag": "queue dlq"}, priority=5, singletonKey="k1",
-            group={"id": "g", "tier": "t"}, heartbeatSeconds=25,
+            names("q"),
+            {"tag": "queue dlq"},
+            priority=5,
+            singletonKey="k1",
+            group={"id": "g", "tier": "t"},
+            heartbeatSeconds=25,
         )
         node_actor.send(names("q"), {"tag": "own dlq"}, deadLetter=names("other"), singletonKey="k2")
         actor.fail(names("q"), actor.fetch(names("q"), 2), ERROR)
@@ -302,7 +316,11 @@ def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, par
     assert original["state"] == "failed" and original["dead_letter"] == "dlq"
     assert (first["state"], first["source_name"], first["source_id"]) == ("failed", "q", "q/queue dlq")
     assert (first["source_output"], first["output"]) == (ERROR, {"value": "again"})
-    assert (first["expire_seconds"], first["deletion_seconds"], first["keep_until_after_start"]) == (77, 55, 999)
+    assert (first["expire_seconds"], first["deletion_seconds"], first["keep_until_after_start"]) == (
+        77,
+        55,
+        999,
+    )
     assert (first["priority"], first["singleton_key"], first["group_id"]) == (5, "k1", "g")
     assert (first["dead_letter"], first["policy"], first["source_root_id"]) == (None, None, "q/queue dlq")
     assert not [key for key in rows if key[0] == "final"]
@@ -310,7 +328,9 @@ def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, par
     assert ("dlq", "own dlq") not in rows
 
 
-def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer: Actor, db: Database) -> None:
+def test_dead_lettered_job_is_fetched_by_the_other_client(
+    actor: Actor, observer: Actor, db: Database
+) -> None:
     observer.create_queue("dlq")
     observer.create_queue("q", deadLetter="dlq", retryLimit=0)
     job_id = observer.send("q", {"key": "value"})
@@ -332,7 +352,11 @@ def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database,
     def scenario(actor: Actor, names: Names) -> None:
         node_actor.create_queue(names("dlq"))
         node_actor.create_queue(
-            names("q"), expireInSeconds=5, heartbeatSeconds=10, retryLimit=1, deadLetter=names("dlq"),
+            names("q"),
+            expireInSeconds=5,
+            heartbeatSeconds=10,
+            retryLimit=1,
+            deadLetter=names("dlq"),
             partition=partition,
         )
         # Those that go to retry wait 5 minutes, except one that runs again at once.
@@ -354,7 +378,10 @@ def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database,
     run.assert_same()
     rows = {(row["name"], row["data"]["tag"]): row for row in run.ours}
     assert (rows[("q", "expired")]["state"], rows[("q", "expired")]["output"]) == ("retry", TIMED_OUT)
-    assert (rows[("q", "beat lost")]["state"], rows[("q", "beat lost")]["output"]) == ("retry", HEARTBEAT_LOST)
+    assert (rows[("q", "beat lost")]["state"], rows[("q", "beat lost")]["output"]) == (
+        "retry",
+        HEARTBEAT_LOST,
+    )
     assert rows[("q", "touched")]["state"] == "active"
     assert rows[("q", "fresh")]["state"] == "active"
     assert rows[("q", "expired twice")]["state"] == "failed"
