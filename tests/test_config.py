@@ -121,3 +121,11 @@ def test_a_bad_setting_stops_the_function_at_startup() -> None:
 def test_a_good_environment_starts() -> None:
     result = _start_function({"DATABASE_URL": URL})
     assert result.returncode == 0, result.stderr
+
+
+def test_every_setting_is_documented() -> None:
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.env_names():
+        assert f"\n{name}=" in example, f"{name} is missing from .env.example"
+        assert f"| `{name}` |" in readme, f"{name} is missing from the README's settings table"
