@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(5.0, alias="DB_CONNECT_TIMEOUT_SECONDS", gt=0, le=60)
     db_statement_timeout_ms: int = Field(30_000, alias="DB_STATEMENT_TIMEOUT_MS", ge=0)
     db_idle_check_seconds: float = Field(30.0, alias="DB_IDLE_CHECK_SECONDS", ge=0)
+    # Named prepared statements save two round trips per statement but need a session
+    # of our own: auto turns them off behind Supabase's transaction pooler (port 6543).
+    db_prepared_statements: Literal["auto", "on", "off"] = Field("auto", alias="DB_PREPARED_STATEMENTS")
     ready_timeout_seconds: float = Field(2.0, alias="READY_TIMEOUT_SECONDS", gt=0, le=10)
 
     # --- credentials ----------------------------------------------------------

@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,18 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57P")
 _QUERY_CANCELED = "57014"
 
 APPLICATION_NAME = "manda-processing"
+
+# Supabase's pooler in transaction mode: consecutive transactions of one client may run
+# on different server sessions, so nothing session-scoped (LISTEN, named prepared
+# statements) can be relied on through it.
+TRANSACTION_POOLER_PORT = 6543
+
+# Named prepared statements kept per connection; the package has a few dozen distinct
+# statements, so this bound only matters for ad-hoc SQL (tests, one-off scripts).
+MAX_PREPARED_STATEMENTS = 128
+# "cached plan must not change result type": a prepared statement outlived a schema
+# change (pg-boss migrated under us); it is prepared afresh.
+_STALE_PLAN = "0A000"
 # What ``listen`` accepts as a channel name: pg-boss's channels are pgboss_<hex>.
 _CHANNEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -79,6 +91,10 @@ class ConnectionParams:
             ssl_context=_ssl_context(query.get("sslmode", "prefer")),
         )
 
+    @property
+    def through_transaction_pooler(self) -> bool:
+        return self.port == TRANSACTION_POOLER_PORT
+
 
 def _ssl_context(sslmode: str) -> ssl.SSLContext | bool | None:
     """Map libpq's sslmode onto pg8000's ssl_context (Supabase needs at least ``require``)."""
@@ -100,7 +116,13 @@ def _ssl_context(sslmode: str) -> ssl.SSLContext | bool | None:
 
 
 class Database:
-    """A single reusable connection, safe to share between threads of one instance."""
+    """A single reusable connection, safe to share between threads of one instance.
+
+    With ``prepared_statements`` (the default unless the URL is a transaction pooler)
+    each distinct statement is parsed once per connection and then executed in one
+    round trip; pg8000's unnamed statements take three round trips, which is most of
+    the cost of a small statement on a fast network.
+    """
 
     def __init__(
         self,
@@ -110,8 +132,13 @@ class Database:
         statement_timeout_ms: int = 30_000,
         idle_check_seconds: float = 30.0,
         socket_timeout: float | None = None,
+        prepared_statements: bool | None = None,
     ) -> None:
         self._params = ConnectionParams.from_url(url)
+        if prepared_statements is None:
+            prepared_statements = not self._params.through_transaction_pooler
+        self._prepare = prepared_statements
+        self._prepared: dict[str, pg8000.native.PreparedStatement] = {}
         # No read may wait longer than the server's own statement timeout plus slack:
         # that is the backstop against a network that silently drops packets.
         self._socket_timeout = socket_timeout or connect_timeout + statement_timeout_ms / 1000
@@ -128,11 +155,13 @@ class Database:
         """A database for these settings; ``timeout`` bounds connecting and every read."""
         url = require(settings.database_url, "DATABASE_URL", "database access").get_secret_value()
         if timeout is None:
+            prepared = {"on": True, "off": False}.get(settings.db_prepared_statements)
             return cls(
                 url,
                 connect_timeout=settings.db_connect_timeout_seconds,
                 statement_timeout_ms=settings.db_statement_timeout_ms,
                 idle_check_seconds=settings.db_idle_check_seconds,
+                prepared_statements=prepared,
             )
         return cls(
             url,
@@ -154,7 +183,7 @@ class Database:
         with self._lock:
             connection = self._usable_connection()
             try:
-                return _rows(connection, sql, params)
+                return self._execute(connection, sql, params, retry_stale_plan=True)
             except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
                 error = _translate(exc)
                 if not isinstance(error, DatabaseUnavailable):
@@ -164,7 +193,7 @@ class Database:
                     raise error from exc
                 log.warning("database connection broke; retrying once on a new connection")
                 try:
-                    return _rows(self._usable_connection(), sql, params)
+                    return self._execute(self._usable_connection(), sql, params, retry_stale_plan=True)
                 except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as again:
                     self._discard_if_broken(again)
                     raise _translate(again) from again
@@ -176,7 +205,7 @@ class Database:
             connection = self._usable_connection()
             try:
                 connection.run("BEGIN")
-                yield Transaction(connection)
+                yield Transaction(lambda sql, params: self._execute(connection, sql, params))
                 connection.run("COMMIT")
             except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
                 self._rollback_quietly(connection)
@@ -240,6 +269,37 @@ class Database:
                 received.append((channel, payload))
             return received
 
+    # -- execution ---------------------------------------------------------------------
+
+    def _execute(
+        self,
+        connection: pg8000.native.Connection,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        *,
+        retry_stale_plan: bool = False,
+    ) -> list[Row]:
+        if not params or not self._prepare:
+            result = connection.run(sql, **(params or {}))
+            return _as_rows(result, connection.columns)
+        statement = self._prepared.get(sql)
+        if statement is None:
+            if len(self._prepared) >= MAX_PREPARED_STATEMENTS:
+                return _as_rows(connection.run(sql, **params), connection.columns)
+            statement = self._prepared[sql] = connection.prepare(sql)
+        try:
+            result = statement.run(**params)
+        except pg8000.exceptions.DatabaseError as exc:
+            if _sqlstate(exc) != _STALE_PLAN:
+                raise
+            # Prepared before a schema change; forget them all. Outside a transaction
+            # nothing ran, so running the statement again is safe.
+            self._prepared.clear()
+            if not retry_stale_plan:
+                raise
+            return self._execute(connection, sql, params)
+        return _as_rows(result, statement.columns)
+
     # -- connection lifecycle ------------------------------------------------------
 
     def _usable_connection(self) -> pg8000.native.Connection:
@@ -284,6 +344,7 @@ class Database:
             raise _translate(exc) from exc
 
     def _discard(self) -> None:
+        self._prepared.clear()  # prepared statements die with their connection
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
@@ -305,19 +366,23 @@ class Database:
 class Transaction:
     """Statements inside ``Database.transaction()``."""
 
-    def __init__(self, connection: pg8000.native.Connection) -> None:
-        self._connection = connection
+    def __init__(self, execute: Callable[[str, Mapping[str, Any] | None], list[Row]]) -> None:
+        self._execute = execute
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        return _rows(self._connection, sql, params)
+        return self._execute(sql, params)
 
 
-def _rows(connection: pg8000.native.Connection, sql: str, params: Mapping[str, Any] | None) -> list[Row]:
-    result = connection.run(sql, **(params or {}))
-    if not result or not connection.columns:
+def _as_rows(result: list[list[Any]] | None, columns: list[dict[str, Any]] | None) -> list[Row]:
+    if not result or not columns:
         return []
-    names = [column["name"] for column in connection.columns]
-    return [dict(zip(names, values)) for values in result]
+    names = [column["name"] for column in columns]
+    return [dict(zip(names, values, strict=True)) for values in result]
+
+
+def _sqlstate(exc: BaseException) -> str:
+    details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return str(details.get("C", ""))
 
 
 def _translate(exc: BaseException) -> DatabaseError | DatabaseUnavailable:

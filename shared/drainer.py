@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 
 # Supabase's transaction-mode pooler (Supavisor) listens here; LISTEN cannot work
 # through it, because each transaction may run on a different server connection.
-TRANSACTION_POOLER_PORT = 6543
-
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 2.0
 
@@ -279,7 +277,7 @@ def listen_url(settings: Any) -> str | None:
         return None
     url = chosen.get_secret_value()
     if settings.drain_listen == "auto" and settings.drain_listen_database_url is None:
-        if ConnectionParams.from_url(url).port == TRANSACTION_POOLER_PORT:
+        if ConnectionParams.from_url(url).through_transaction_pooler:
             return None
     return url
 

@@ -123,3 +123,35 @@ def test_url_parsing() -> None:
     assert isinstance(full, ssl.SSLContext) and full.check_hostname
     with pytest.raises(ConfigError, match="sslmode"):
         ConnectionParams.from_url("postgresql://u@h/d?sslmode=sometimes")
+
+
+def test_statements_are_prepared_once_per_connection(db: Database) -> None:
+    db.run("CREATE TABLE t (n int)")
+    for n in range(3):
+        db.run("INSERT INTO t VALUES (:n)", {"n": n})
+    prepared = db.run("SELECT count(*) AS n FROM pg_prepared_statements")[0]["n"]
+    assert prepared == 1
+    assert db.run("SELECT sum(n) AS total FROM t WHERE n >= :low", {"low": 0}) == [{"total": 3}]
+
+
+def test_a_schema_change_under_a_prepared_statement_is_survived(db: Database) -> None:
+    db.run("CREATE TABLE t (n int)")
+    db.run("INSERT INTO t VALUES (1)")
+    assert db.run("SELECT * FROM t WHERE n = :n", {"n": 1}) == [{"n": 1}]
+    db.run("ALTER TABLE t ADD COLUMN label text DEFAULT 'x'")
+    assert db.run("SELECT * FROM t WHERE n = :n", {"n": 1}) == [{"n": 1, "label": "x"}]
+    db.run("ALTER TABLE t ADD COLUMN flag bool DEFAULT true")
+    with pytest.raises(DatabaseError), db.transaction() as tx:
+        tx.run("SELECT * FROM t WHERE n = :n", {"n": 1})
+    assert db.run("SELECT * FROM t WHERE n = :n", {"n": 1}) == [{"n": 1, "label": "x", "flag": True}]
+
+
+def test_through_a_transaction_pooler_nothing_is_prepared(database_url: str) -> None:
+    db = Database(database_url, prepared_statements=False)
+    try:
+        db.run("SELECT :a::int AS a", {"a": 1})
+        assert db.run("SELECT count(*) AS n FROM pg_prepared_statements") == [{"n": 0}]
+    finally:
+        db.close()
+    assert ConnectionParams.from_url("postgresql://u@pooler.supabase.com:6543/postgres").through_transaction_pooler
+    assert not ConnectionParams.from_url("postgresql://u@db.supabase.co:5432/postgres").through_transaction_pooler

@@ -194,15 +194,16 @@ class PgBoss:
         """
         if not jobs:
             return []
-        rows, keys = documents.job_rows(jobs)
+        rows = documents.job_rows(jobs)
         params = {"jobs": documents.encode(rows), "channel": self.notify_channel}
         keyless = {job.name for job in jobs if job.options.singleton_key is None}
         names = {job.name for job in jobs} | {
             job.options.dead_letter for job in jobs if job.options.dead_letter
         }
-        inserted = self._run(sql.INSERT_JOBS, params, queues=names, keyless=keyless)
-        created = {(row["name"], str(row["id"])) for row in inserted}
-        return [key[1] if key in created else None for key in keys]
+        debounced = any(job.options.singleton_next_slot for job in jobs)
+        statement = sql.INSERT_JOBS_DEBOUNCED if debounced else sql.INSERT_JOBS
+        [answer] = self._run(statement, params, queues=names, keyless=keyless)
+        return [job_id or None for job_id in answer["ids"].split(",")]
 
     # -- working ----------------------------------------------------------------------
 

@@ -112,17 +112,66 @@ SELECT name FROM {schema}.queue WHERE name = ANY(CAST(:names AS text[]))
 #
 # A NOTIFY on the queue's channel (:channel, pg-boss 12.38 notifyChannelSql) goes out once
 # per notify-enabled queue that received a job due now, in the same transaction.
-INSERT_JOBS = """
-WITH input AS (
-  SELECT * FROM json_to_recordset(CAST(:jobs AS json)) AS x (
+#
+# Ids not given are made here with gen_random_uuid(), as pg-boss does. The answer is one
+# text value: every job's id in input order, empty where the job was suppressed; a
+# thousand ids cost one row instead of a thousand rows to decode.
+def _insert_jobs(*, debounce: bool) -> str:
+    """INSERT_JOBS, with the debounce retry only where a batch asks for it (it doubles
+    the rows the statement plans over)."""
+    next_slot_rows = (
+        "CROSS JOIN LATERAL (VALUES (false), (true)) AS a (next_try)\n"
+        "  LEFT JOIN {schema}.queue q ON q.name = i.name\n"
+        "  WHERE NOT a.next_try OR coalesce(i.next_slot, false)"
+        if debounce
+        else "CROSS JOIN (VALUES (false)) AS a (next_try)\n  LEFT JOIN {schema}.queue q ON q.name = i.name"
+    )
+    next_slot = (
+        """next_slot AS (
+  INSERT INTO {schema}.job (%(columns)s)
+  SELECT %(values)s
+  FROM prepared r
+  WHERE r.next_try AND (r.name, r.id) NOT IN (SELECT name, id FROM first_try)
+  ON CONFLICT DO NOTHING
+  RETURNING name, id, start_after
+),
+inserted AS (
+  SELECT * FROM first_try
+  UNION ALL
+  SELECT * FROM next_slot
+),"""
+        if debounce
+        else """inserted AS (
+  SELECT * FROM first_try
+),"""
+    )
+    columns = """id, name, data, priority, start_after, created_on, singleton_key,
+    singleton_on, group_id, group_tier, expire_seconds, deletion_seconds, keep_until,
+    retry_limit, retry_delay, retry_backoff, retry_delay_max, policy, dead_letter,
+    heartbeat_seconds, blocked, blocking, pending_dependencies"""
+    values = """id, name, data, priority, start_after, created_on, singleton_key, singleton_on,
+    group_id, group_tier, expire_seconds, deletion_seconds, keep_until, retry_limit,
+    retry_delay, retry_backoff, retry_delay_max, policy, dead_letter, heartbeat_seconds,
+    false, false, 0"""
+    return f"""
+WITH input AS MATERIALIZED (
+  SELECT coalesce(x.id, gen_random_uuid()) AS id, x.name, x.data, x.priority, x.start_at,
+    x.delay, x.singleton_key, x.singleton_seconds, x.next_slot, x.group_id, x.group_tier,
+    x.expire_in_seconds, x.delete_after_seconds, x.retention_seconds, x.retry_limit,
+    x.retry_delay, x.retry_backoff, x.retry_delay_max, x.dead_letter, x.heartbeat_seconds,
+    x.ord
+  FROM ROWS FROM (json_to_recordset(CAST(:jobs AS json)) AS (
     id uuid, name text, data jsonb, priority int, start_at timestamptz, delay int,
     singleton_key text, singleton_seconds int, next_slot bool, group_id text, group_tier text,
     expire_in_seconds int, delete_after_seconds int, retention_seconds int, retry_limit int,
     retry_delay int, retry_backoff bool, retry_delay_max int, dead_letter text,
-    heartbeat_seconds int)
+    heartbeat_seconds int)) WITH ORDINALITY AS x (
+    id, name, data, priority, start_at, delay, singleton_key, singleton_seconds, next_slot,
+    group_id, group_tier, expire_in_seconds, delete_after_seconds, retention_seconds,
+    retry_limit, retry_delay, retry_backoff, retry_delay_max, dead_letter, heartbeat_seconds, ord)
 ),
 clock AS (
-  SELECT {schema}.job_now() AS now, date_part('epoch', {schema}.job_now()) AS epoch
+  SELECT {{schema}}.job_now() AS now, date_part('epoch', {{schema}}.job_now()) AS epoch
 ),
 attempts AS (
   SELECT i.*, q.policy AS queue_policy, q.expire_seconds AS queue_expire,
@@ -144,9 +193,7 @@ attempts AS (
     END AS singleton_on
   FROM input i
   CROSS JOIN clock c
-  CROSS JOIN LATERAL (VALUES (false), (true)) AS a (next_try)
-  LEFT JOIN {schema}.queue q ON q.name = i.name
-  WHERE NOT a.next_try OR coalesce(i.next_slot, false)
+  {next_slot_rows}
 ),
 prepared AS (
   SELECT next_try, id, name, data, coalesce(priority, 0) AS priority, start_after,
@@ -165,46 +212,31 @@ prepared AS (
   FROM attempts
 ),
 first_try AS (
-  INSERT INTO {schema}.job (id, name, data, priority, start_after, created_on, singleton_key,
-    singleton_on, group_id, group_tier, expire_seconds, deletion_seconds, keep_until,
-    retry_limit, retry_delay, retry_backoff, retry_delay_max, policy, dead_letter,
-    heartbeat_seconds, blocked, blocking, pending_dependencies)
-  SELECT id, name, data, priority, start_after, created_on, singleton_key, singleton_on,
-    group_id, group_tier, expire_seconds, deletion_seconds, keep_until, retry_limit,
-    retry_delay, retry_backoff, retry_delay_max, policy, dead_letter, heartbeat_seconds,
-    false, false, 0
+  INSERT INTO {{schema}}.job ({columns})
+  SELECT {values}
   FROM prepared
   WHERE NOT next_try
   ON CONFLICT DO NOTHING
   RETURNING name, id, start_after
 ),
-next_slot AS (
-  INSERT INTO {schema}.job (id, name, data, priority, start_after, created_on, singleton_key,
-    singleton_on, group_id, group_tier, expire_seconds, deletion_seconds, keep_until,
-    retry_limit, retry_delay, retry_backoff, retry_delay_max, policy, dead_letter,
-    heartbeat_seconds, blocked, blocking, pending_dependencies)
-  SELECT id, name, data, priority, start_after, created_on, singleton_key, singleton_on,
-    group_id, group_tier, expire_seconds, deletion_seconds, keep_until, retry_limit,
-    retry_delay, retry_backoff, retry_delay_max, policy, dead_letter, heartbeat_seconds,
-    false, false, 0
-  FROM prepared r
-  WHERE r.next_try AND (r.name, r.id) NOT IN (SELECT name, id FROM first_try)
-  ON CONFLICT DO NOTHING
-  RETURNING name, id, start_after
-),
-inserted AS (
-  SELECT * FROM first_try
-  UNION ALL
-  SELECT * FROM next_slot
-),
+{next_slot % {"columns": columns, "values": values}}
 woken AS (
   SELECT pg_notify(CAST(:channel AS text), q.name)
-  FROM {schema}.queue q
+  FROM {{schema}}.queue q
   WHERE q.notify
-    AND q.name IN (SELECT name FROM inserted WHERE start_after <= {schema}.job_now())
+    AND q.name IN (SELECT name FROM inserted WHERE start_after <= {{schema}}.job_now())
 )
-SELECT name, id FROM inserted WHERE (SELECT count(*) FROM woken) >= 0
+SELECT string_agg(
+    CASE WHEN EXISTS (SELECT 1 FROM inserted n WHERE n.name = i.name AND n.id = i.id)
+         THEN CAST(i.id AS text) ELSE '' END,
+    ',' ORDER BY i.ord) AS ids
+FROM input i
+WHERE (SELECT count(*) FROM woken) >= 0
 """
+
+
+INSERT_JOBS = _insert_jobs(debounce=False)
+INSERT_JOBS_DEBOUNCED = _insert_jobs(debounce=True)
 
 
 class _PolicyRules(NamedTuple):
