@@ -13,14 +13,10 @@ database at the end. Printed side by side, jobs per second, best of ``--rounds``
   mode, each timed inside Node by a small script run with the pinned Node, so nothing of
   the test harness sits between pg-boss and the database.
 * ceiling: our rendered statements driven as fast as possible over the same kind of
-  connection (pg8000, TCP_NODELAY): each statement's ``:name`` placeholders are converted
-  once, not per call, and there is no per-job Python beyond building the settle document —
-  what the database and the driver's wire protocol allow. pg8000 runs an unnamed
-  statement in three round trips (parse, describe, bind/execute), as our database layer
-  does for every statement so that nothing outlives a transaction (Supabase's pooler).
-* named: the same ceiling over named prepared statements, one round trip per execution
-  (what node-postgres gets for unnamed ones); shown to size the protocol's share, not a
-  target, since the pooler rules them out.
+  connection (pg8000, TCP_NODELAY, named prepared statements as the database layer uses
+  on a direct connection), with no per-job Python beyond building the documents: what
+  the database and the driver's wire protocol allow. (Behind Supabase's transaction
+  pooler the database layer falls back to unnamed statements, three round trips each.)
 
 Ratios: ours/pg-boss (target ≥ 1.0 at every size) and ours/ceiling (target ≥ 0.8 at 100).
 Every queue is refilled, and the table vacuumed, before each timed run, so no run inherits
@@ -37,7 +33,6 @@ import secrets
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +40,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pg8000.native import to_statement  # noqa: E402
 
 from shared.db import Database  # noqa: E402
 from shared.pgboss import sql  # noqa: E402
@@ -205,22 +199,11 @@ class Bench:
 
     # -- the ceiling: the same statements, no client around them ----------------------
 
-    @staticmethod
-    def _prepared(statement: str) -> Callable[..., list[list[object]]]:
-        """Run ``statement`` through pg8000's wire protocol with its placeholders converted once."""
-        text, make_values = to_statement(sql.render(statement, SCHEMA))
-
-        def run(connection: object, **params: object) -> list[list[object]]:
-            return connection.execute_unnamed(text, make_values(params)).rows or []  # type: ignore[attr-defined]
-
-        return run
-
-    def raw_insert(self, insert: Callable[..., list[list[object]]] | None = None) -> float:
-        insert = insert or self._prepared(sql.INSERT_JOBS)
+    def raw_insert(self, insert: Callable[..., list[list[object]]]) -> float:
         documents = [
             json.dumps(
                 [
-                    {"id": str(uuid.uuid4()), "name": QUEUE, "data": {"n": start + k}}
+                    {"name": QUEUE, "data": {"n": start + k}}
                     for k in range(min(INSERT_BATCH, self.jobs - start))
                 ]
             )
@@ -243,11 +226,11 @@ class Bench:
 
         return run
 
-    def raw_insert_named(self) -> float:
+    def raw_insert_ceiling(self) -> float:
         with self.db.raw_connection() as connection:
             return self.raw_insert(self._named(connection, sql.INSERT_JOBS))
 
-    def raw_drain_named(self, batch: int) -> float:
+    def raw_drain_ceiling(self, batch: int) -> float:
         with self.db.raw_connection() as connection:
             return self.raw_drain(
                 batch, self._named(connection, sql.FETCH_JOBS), self._named(connection, sql.COMPLETE_JOBS)
@@ -256,11 +239,9 @@ class Bench:
     def raw_drain(
         self,
         batch: int,
-        fetch: Callable[..., list[list[object]]] | None = None,
-        complete: Callable[..., list[list[object]]] | None = None,
+        fetch: Callable[..., list[list[object]]],
+        complete: Callable[..., list[list[object]]],
     ) -> float:
-        fetch = fetch or self._prepared(sql.FETCH_JOBS)
-        complete = complete or self._prepared(sql.COMPLETE_JOBS)
         done = 0
         with self.db.raw_connection() as connection:
             started = time.perf_counter()
@@ -322,7 +303,7 @@ def main() -> None:
             f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n"
         )
         header = (
-            f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}{'named':>10}"
+            f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}"
             f"{'ours/pg-boss':>14}{'ours/ceiling':>14}"
         )
         print(header)
@@ -333,13 +314,12 @@ def main() -> None:
             {
                 "ours": (bench.reset, bench.ours_insert),
                 "pg-boss": (bench.reset, bench.theirs_insert),
-                "ceiling": (bench.reset, bench.raw_insert),
-                "named": (bench.reset, bench.raw_insert_named),
+                "ceiling": (bench.reset, bench.raw_insert_ceiling),
             }
         )
         print(
             _line(
-                f"insert x{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"], rates["named"]
+                f"insert x{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"]
             )
         )
         for batch in batches:
@@ -349,12 +329,11 @@ def main() -> None:
                     bench.fill,
                     lambda mode=mode, batch=batch: bench.theirs_drain(mode, batch),
                 )
-            contenders["ceiling"] = (bench.fill, lambda batch=batch: bench.raw_drain(batch))
-            contenders["named"] = (bench.fill, lambda batch=batch: bench.raw_drain_named(batch))
+            contenders["ceiling"] = (bench.fill, lambda batch=batch: bench.raw_drain_ceiling(batch))
             rates = bench.race(contenders)
             fastest = max(NODE_DRAINS, key=rates.__getitem__)
             print(
-                _line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"], rates["named"])
+                _line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"])
             )
             notes.append(
                 f"pg-boss at batch {batch}: fastest was {NODE_DRAINS[fastest]} ("
@@ -368,9 +347,9 @@ def main() -> None:
         drop()
 
 
-def _line(label: str, ours: float, theirs: float, ceiling: float, named: float) -> str:
+def _line(label: str, ours: float, theirs: float, ceiling: float) -> str:
     return (
-        f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}{named:>10,.0f}"
+        f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}"
         f"{ours / theirs:>13.2f}x{ours / ceiling:>13.2f}x"
     )
 

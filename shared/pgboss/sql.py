@@ -331,8 +331,10 @@ RETURNING {returning}
 """
 
 
-# What a fetch returns per job without include_metadata: the fields of ``Job``.
-_JOB_COLUMNS = """j.id, j.name, j.data, j.retry_count, j.retry_limit, j.expire_seconds,
+# What a fetch returns per job without include_metadata: the fields of ``Job``. Ids come
+# back as text, which is what the caller keeps; decoding uuids only to print them again
+# costs more than the rest of a row.
+_JOB_COLUMNS = """CAST(j.id AS text) AS id, j.name, j.data, j.retry_count, j.retry_limit, j.expire_seconds,
   j.heartbeat_seconds, j.started_on, j.group_id, j.group_tier, j.priority, j.singleton_key"""
 
 # standard, short and exclusive queues: their policies only restrict inserts.
@@ -397,7 +399,7 @@ UPDATE {schema}.job j
 SET completed_on = {schema}.job_now(), state = 'completed', output = i.output
 FROM input i
 WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count
-RETURNING j.id
+RETURNING CAST(j.id AS text) AS id
 """
 
 
@@ -554,7 +556,7 @@ UPDATE {schema}.job j
 SET heartbeat_on = {schema}.job_now()
 FROM input i
 WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count
-RETURNING j.id
+RETURNING CAST(j.id AS text) AS id
 """
 
 # pg-boss 12.38 cancel() by id: any job not yet finished, active ones included; a
