@@ -103,7 +103,12 @@ def node_rate(mode: str, url: str, total: int, batch: int) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
     result = subprocess.run(
         [str(NODE), "--input-type=module", "-e", NODE_SCRIPT, json.dumps([mode, url, QUEUE, total, batch])],
-        cwd=PGBOSS_DIR, env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=PGBOSS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"pg-boss {mode} failed:\n{result.stderr}")
@@ -132,9 +137,22 @@ class DrainServer:
             **settings,
         }
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/functions-framework"), "--source", "main.py", "--target", "drain",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                str(ROOT / ".venv/bin/functions-framework"),
+                "--source",
+                "main.py",
+                "--target",
+                "drain",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -143,12 +161,16 @@ class DrainServer:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"drain did not start:\n{self.process.stderr.read() if self.process.stderr else ''}")
+                    raise RuntimeError(
+                        f"drain did not start:\n{self.process.stderr.read() if self.process.stderr else ''}"
+                    ) from None
                 time.sleep(0.2)
 
     def call(self, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/", data=json.dumps(body).encode(), method="POST",
+            f"http://127.0.0.1:{self.port}/",
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=900) as response:
@@ -292,7 +314,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per throughput figure; the best counts")
     parser.add_argument("--pickups", type=int, default=100, help="jobs sent one at a time per latency figure")
     parser.add_argument(
-        "--node-default-pickups", type=int, default=40,
+        "--node-default-pickups",
+        type=int,
+        default=40,
         help="pickups for pg-boss's default worker, which waits up to 2 s for each (default 40)",
     )
     parser.add_argument("--concurrency", default="250", help="DRAIN_CONCURRENCY for the throughput run")
@@ -332,7 +356,9 @@ def main() -> None:
                 args.pickups, lambda: bench.node_worker(useListenNotify=True)
             ),
         }
-        print(f"pickup latency, jobs sent one at a time to a waiting worker (ms from insert to claim, n={args.pickups})")
+        print(
+            f"pickup latency, jobs sent one at a time to a waiting worker (ms from insert to claim, n={args.pickups})"
+        )
         print(f"  {'':<42}{'p50':>9}{'p95':>9}{'p99':>9}")
         figures = {name: percentiles(values) for name, values in rows.items()}
         for name, (p50, p95, p99) in figures.items():
@@ -341,8 +367,10 @@ def main() -> None:
         for name in (f"pg-boss work(), defaults (n={slow})", "pg-boss work(), useListenNotify"):
             p50, _, p99 = figures[name]
             print(f"  ratio {name} / drain (LISTEN): p50 {p50 / ours50:,.1f}x, p99 {p99 / ours99:,.1f}x")
-        print(f"  targets for drain: p50 <= 50 ms ({'met' if ours50 <= 50 else 'MISSED'}), "
-              f"p99 <= 250 ms ({'met' if ours99 <= 250 else 'MISSED'})")
+        print(
+            f"  targets for drain: p50 <= 50 ms ({'met' if ours50 <= 50 else 'MISSED'}), "
+            f"p99 <= 250 ms ({'met' if ours99 <= 250 else 'MISSED'})"
+        )
     finally:
         for server in servers:
             server.close()

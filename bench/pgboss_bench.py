@@ -153,9 +153,7 @@ class Bench:
         # pg-boss's work() bursts past its polling interval only while its cached queue stats
         # say jobs are ready; its monitor (off here) would fill them in. Say so up front, so
         # work() gets its fastest path at every batch size.
-        self.db.run(
-            f"UPDATE {SCHEMA}.queue SET ready_count = :n WHERE name = :q", {"n": self.jobs, "q": QUEUE}
-        )
+        self.db.run(f"UPDATE {SCHEMA}.queue SET ready_count = :n WHERE name = :q", {"n": self.jobs, "q": QUEUE})
 
     def fill(self) -> None:
         self.reset()
@@ -201,12 +199,7 @@ class Bench:
 
     def raw_insert(self, insert: Callable[..., list[list[object]]]) -> float:
         documents = [
-            json.dumps(
-                [
-                    {"name": QUEUE, "data": {"n": start + k}}
-                    for k in range(min(INSERT_BATCH, self.jobs - start))
-                ]
-            )
+            json.dumps([{"name": QUEUE, "data": {"n": start + k}} for k in range(min(INSERT_BATCH, self.jobs - start))])
             for start in range(0, self.jobs, INSERT_BATCH)
         ]
         channel = self.boss.notify_channel
@@ -299,13 +292,8 @@ def main() -> None:
     try:
         migrate(url, SCHEMA)
         bench = Bench(url, args.jobs, args.rounds)
-        print(
-            f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n"
-        )
-        header = (
-            f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}"
-            f"{'ours/pg-boss':>14}{'ours/ceiling':>14}"
-        )
+        print(f"pg-boss 12.38 vs ours: {args.jobs:,} jobs per run, best of {args.rounds}, one standard queue\n")
+        header = f"{'':<18}{'ours':>10}{'pg-boss':>10}{'ceiling':>10}{'ours/pg-boss':>14}{'ours/ceiling':>14}"
         print(header)
         print("-" * len(header))
         notes = []
@@ -317,11 +305,7 @@ def main() -> None:
                 "ceiling": (bench.reset, bench.raw_insert_ceiling),
             }
         )
-        print(
-            _line(
-                f"insert x{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"]
-            )
-        )
+        print(_line(f"insert x{INSERT_BATCH:,}", rates["ours"], rates["pg-boss"], rates["ceiling"]))
         for batch in batches:
             contenders = {"ours": (bench.fill, lambda batch=batch: bench.ours_drain(batch))}
             for mode in NODE_DRAINS:
@@ -332,9 +316,7 @@ def main() -> None:
             contenders["ceiling"] = (bench.fill, lambda batch=batch: bench.raw_drain_ceiling(batch))
             rates = bench.race(contenders)
             fastest = max(NODE_DRAINS, key=rates.__getitem__)
-            print(
-                _line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"])
-            )
+            print(_line(f"drain batch {batch}", rates["ours"], rates[fastest], rates["ceiling"]))
             notes.append(
                 f"pg-boss at batch {batch}: fastest was {NODE_DRAINS[fastest]} ("
                 + ", ".join(f"{mode} {rates[mode]:,.0f}" for mode in NODE_DRAINS)
@@ -348,10 +330,7 @@ def main() -> None:
 
 
 def _line(label: str, ours: float, theirs: float, ceiling: float) -> str:
-    return (
-        f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}"
-        f"{ours / theirs:>13.2f}x{ours / ceiling:>13.2f}x"
-    )
+    return f"{label:<18}{ours:>10,.0f}{theirs:>10,.0f}{ceiling:>10,.0f}{ours / theirs:>13.2f}x{ours / ceiling:>13.2f}x"
 
 
 if __name__ == "__main__":

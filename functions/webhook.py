@@ -45,7 +45,10 @@ def webhook(request: flask.Request) -> flask.Response:
     raw = read_body(request, max_bytes=settings.webhook_max_body_bytes)
     if signed:
         auth.check_signature(
-            raw, headers.get(SIGNATURE_HEADER), secrets, timestamp=headers.get(TIMESTAMP_HEADER),
+            raw,
+            headers.get(SIGNATURE_HEADER),
+            secrets,
+            timestamp=headers.get(TIMESTAMP_HEADER),
             tolerance_seconds=settings.webhook_signature_tolerance_seconds,
         )
 
@@ -57,7 +60,9 @@ def webhook(request: flask.Request) -> flask.Response:
         return json_response(intake.Ignored().model_dump())
     names = [route.name for route, _ in matched]
     ids = intake.submit(
-        instance.boss(), [job for _, job in matched], single=False,
+        instance.boss(),
+        [job for _, job in matched],
+        single=False,
         create_missing_queues=settings.create_missing_queues,
     )
 

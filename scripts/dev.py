@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -63,6 +64,7 @@ class LocalPostgres:
         self.port = free_port()
         self.bindir = self._find_bindir()
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: BinaryIO | None = None
         # PostgreSQL refuses to run as root; run it as the postgres user then.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -76,18 +78,40 @@ class LocalPostgres:
 
     def start(self) -> str:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.data_dir.parent / "postgres.log", "ab")  # noqa: SIM115 - open while the server runs
         if self.as_user:
             shutil.chown(self.data_dir.parent, "postgres")
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [*self.as_user, str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    *self.as_user,
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         self.process = subprocess.Popen(
-            [*self.as_user, str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}"],
-            stdout=subprocess.DEVNULL, stderr=open(self.data_dir.parent / "postgres.log", "ab"),
+            [
+                *self.as_user,
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.data_dir}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
             start_new_session=True,
         )
         for _ in range(100):
@@ -101,7 +125,8 @@ class LocalPostgres:
             sys.exit(f"local PostgreSQL did not start; see {self.data_dir.parent / 'postgres.log'}")
         subprocess.run(
             [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "manda"],
-            check=False, stderr=subprocess.DEVNULL,
+            check=False,
+            stderr=subprocess.DEVNULL,
         )
         return f"postgresql://postgres@127.0.0.1:{self.port}/manda"
 
@@ -109,13 +134,19 @@ class LocalPostgres:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)  # "fast" shutdown
             self.process.wait(timeout=30)
+        if self.log is not None:
+            self.log.close()
 
 
 def exported_targets(env: dict[str, str]) -> list[str]:
     """The function names main.py exposes, asked of main.py itself."""
     result = subprocess.run(
         [PYTHON, "-c", "import json, main; print(json.dumps(main.__all__))"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         sys.exit(f"main.py does not load:\n{result.stderr}")
@@ -139,7 +170,9 @@ def schedule_drain(url: str, token: str, every: float, stop: threading.Event) ->
     body = json.dumps({"budgetSeconds": max(every - 1, 0)}).encode()
     while not stop.wait(every):
         request = urllib.request.Request(
-            url, data=body, method="POST",
+            url,
+            data=body,
+            method="POST",
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
@@ -163,9 +196,16 @@ def main() -> None:
         postgres = LocalPostgres(args.data_dir.resolve())
         env["DATABASE_URL"] = postgres.start()
         subprocess.run(
-            [str(ROOT / "deploy/pgboss/pgboss"), "migrate", "--connection-string", env["DATABASE_URL"],
-             "--schema", env.get("PGBOSS_SCHEMA", "pgboss")],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                str(ROOT / "deploy/pgboss/pgboss"),
+                "migrate",
+                "--connection-string",
+                env["DATABASE_URL"],
+                "--schema",
+                env.get("PGBOSS_SCHEMA", "pgboss"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
 
     children: list[subprocess.Popen[bytes]] = []
@@ -175,9 +215,21 @@ def main() -> None:
         for index, target in enumerate(exported_targets(env)):
             port = args.base_port + index if args.base_port else free_port()
             process = subprocess.Popen(
-                [PYTHON, "-m", "functions_framework", "--source", "main.py", "--target", target,
-                 "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT, env=env,
+                [
+                    PYTHON,
+                    "-m",
+                    "functions_framework",
+                    "--source",
+                    "main.py",
+                    "--target",
+                    target,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=ROOT,
+                env=env,
             )
             children.append(process)
             wait_until_listening(port, process)

@@ -27,7 +27,11 @@ REF = "#/components/schemas/{model}"
 
 REQUESTS = (intake.JobIn, intake.BatchIn, intake.DatabaseEvent)
 ANSWERS = (
-    intake.Created, intake.Deduplicated, intake.BatchResult, intake.Accepted, intake.Ignored,
+    intake.Created,
+    intake.Deduplicated,
+    intake.BatchResult,
+    intake.Accepted,
+    intake.Ignored,
     intake.ErrorBody,
 )
 
@@ -94,22 +98,29 @@ def _error(description: str) -> dict[str, Any]:
 
 def _refusals(*, not_found: str | None, max_body: str) -> dict[str, Any]:
     responses = {
-        "400": _error("The body is not JSON: malformed, not UTF-8, NaN/Infinity, or nested deeper "
-                      f"than {intake.MAX_JSON_DEPTH} levels."),
+        "400": _error(
+            "The body is not JSON: malformed, not UTF-8, NaN/Infinity, or nested deeper "
+            f"than {intake.MAX_JSON_DEPTH} levels."
+        ),
         "401": {
             **_error("Missing or invalid credentials (the same answer for both)."),
             "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
         },
-        "405": {**_error("Only POST is allowed."),
-                "headers": {"Allow": {"schema": {"type": "string", "const": "POST"}}}},
+        "405": {
+            **_error("Only POST is allowed."),
+            "headers": {"Allow": {"schema": {"type": "string", "const": "POST"}}},
+        },
         "413": _error(f"The body is larger than {max_body}."),
         "415": _error("Content-Type is not application/json (or a +json type)."),
-        "422": _error("The body is JSON but not valid; `errors` lists each problem with its "
-                      "`loc`, e.g. `[\"jobs\", 3, \"options\", \"retryDelay\"]`."),
+        "422": _error(
+            "The body is JSON but not valid; `errors` lists each problem with its "
+            '`loc`, e.g. `["jobs", 3, "options", "retryDelay"]`.'
+        ),
         "503": {
             **_error("The database is unreachable or too slow, or pg-boss's schema is not ready."),
-            "headers": {"Retry-After": {"description": "Seconds to wait before retrying.",
-                                        "schema": {"type": "integer"}}},
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+            },
         },
     }
     if not_found:
@@ -125,19 +136,19 @@ def build() -> dict[str, Any]:
     enqueue_answers = {
         "200": {
             "description": "Nothing was created: pg-boss suppressed the job (singleton, throttle "
-                           "or an id already in the queue) or every job of the batch.",
+            "or an id already in the queue) or every job of the batch.",
             "content": _json({"oneOf": [_ref(intake.Deduplicated), _ref(intake.BatchResult)]}),
         },
         "201": {
             "description": "Created: the job's id, or for a batch the ids aligned with `jobs` "
-                           "(`null` where a job was deduplicated) and how many were.",
+            "(`null` where a job was deduplicated) and how many were.",
             "content": _json({"oneOf": [_ref(intake.Created), _ref(intake.BatchResult)]}),
         },
     }
     webhook_answers = {
         "200": {
             "description": "No route matches (`ignored`), or every job already existed "
-                           "(a repeated delivery: `ids` all `null`).",
+            "(a repeated delivery: `ids` all `null`).",
             "content": _json({"oneOf": [_ref(intake.Ignored), _ref(intake.Accepted)]}),
         },
         "202": {
@@ -148,51 +159,82 @@ def build() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "manda-processing job intake", "version": "1.0.0", "description": DESCRIPTION},
-        "servers": [{
-            "url": "https://{region}-{project}.cloudfunctions.net",
-            "variables": {"region": {"default": "europe-west1"}, "project": {"default": "my-project"}},
-        }],
+        "servers": [
+            {
+                "url": "https://{region}-{project}.cloudfunctions.net",
+                "variables": {"region": {"default": "europe-west1"}, "project": {"default": "my-project"}},
+            }
+        ],
         "paths": {
-            "/enqueue": {"post": {
-                "operationId": "enqueue",
-                "summary": "Queue one job or a batch",
-                "description": ENQUEUE_DESCRIPTION,
-                "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
-                "requestBody": {"required": True, "content": _json(
-                    {"oneOf": [_ref(intake.JobIn), _ref(intake.BatchIn)]}
-                )},
-                "responses": {**enqueue_answers, **_refusals(
-                    not_found="A queue (or dead-letter queue) named does not exist; nothing was written.",
-                    max_body="ENQUEUE_MAX_BODY_BYTES",
-                )},
-            }},
-            "/webhook": {"post": {
-                "operationId": "webhook",
-                "summary": "Receive a Supabase database webhook",
-                "description": WEBHOOK_DESCRIPTION,
-                "security": [{"webhookBearer": []}, {"webhookSecretHeader": []}, {"webhookSignature": []}],
-                "requestBody": {"required": True, "content": _json(_ref(intake.DatabaseEvent))},
-                "responses": {**webhook_answers, **_refusals(
-                    not_found="A matching route names a queue that does not exist; nothing was written.",
-                    max_body="WEBHOOK_MAX_BODY_BYTES",
-                )},
-            }},
+            "/enqueue": {
+                "post": {
+                    "operationId": "enqueue",
+                    "summary": "Queue one job or a batch",
+                    "description": ENQUEUE_DESCRIPTION,
+                    "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": _json({"oneOf": [_ref(intake.JobIn), _ref(intake.BatchIn)]}),
+                    },
+                    "responses": {
+                        **enqueue_answers,
+                        **_refusals(
+                            not_found="A queue (or dead-letter queue) named does not exist; nothing was written.",
+                            max_body="ENQUEUE_MAX_BODY_BYTES",
+                        ),
+                    },
+                }
+            },
+            "/webhook": {
+                "post": {
+                    "operationId": "webhook",
+                    "summary": "Receive a Supabase database webhook",
+                    "description": WEBHOOK_DESCRIPTION,
+                    "security": [{"webhookBearer": []}, {"webhookSecretHeader": []}, {"webhookSignature": []}],
+                    "requestBody": {"required": True, "content": _json(_ref(intake.DatabaseEvent))},
+                    "responses": {
+                        **webhook_answers,
+                        **_refusals(
+                            not_found="A matching route names a queue that does not exist; nothing was written.",
+                            max_body="WEBHOOK_MAX_BODY_BYTES",
+                        ),
+                    },
+                }
+            },
         },
         "components": {
             "schemas": dict(sorted(top["$defs"].items())),
             "securitySchemes": {
-                "apiKeyBearer": {"type": "http", "scheme": "bearer",
-                                 "description": "One of API_KEYS as `Authorization: Bearer KEY`."},
-                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                                 "description": "One of API_KEYS; wins over Authorization when present."},
-                "webhookBearer": {"type": "http", "scheme": "bearer",
-                                  "description": "WEBHOOK_SECRET as `Authorization: Bearer SECRET`."},
-                "webhookSecretHeader": {"type": "apiKey", "in": "header", "name": "X-Webhook-Secret",
-                                        "description": "WEBHOOK_SECRET."},
-                "webhookSignature": {"type": "apiKey", "in": "header", "name": "X-Webhook-Signature",
-                                     "description": "`sha256=` + hex HMAC-SHA256 of the raw body (or of "
-                                                    "`X-Webhook-Timestamp` + `.` + body) keyed with "
-                                                    "WEBHOOK_SECRET."},
+                "apiKeyBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of API_KEYS as `Authorization: Bearer KEY`.",
+                },
+                "apiKeyHeader": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "One of API_KEYS; wins over Authorization when present.",
+                },
+                "webhookBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "WEBHOOK_SECRET as `Authorization: Bearer SECRET`.",
+                },
+                "webhookSecretHeader": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Webhook-Secret",
+                    "description": "WEBHOOK_SECRET.",
+                },
+                "webhookSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Webhook-Signature",
+                    "description": "`sha256=` + hex HMAC-SHA256 of the raw body (or of "
+                    "`X-Webhook-Timestamp` + `.` + body) keyed with "
+                    "WEBHOOK_SECRET.",
+                },
             },
         },
     }

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import SecretStr
+from werkzeug.datastructures import Headers
 
 from shared.errors import ConfigError, Unauthenticated, Unavailable
 
@@ -46,15 +47,11 @@ def _plain(secret: SecretStr | str) -> str:
     return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
 
 
-def presented_secret(headers: Mapping[str, str], header: str | None = None) -> str | None:
+def presented_secret(headers: Headers, header: str | None = None) -> str | None:
     """The credential a request carries: ``header`` if present, else a Bearer token."""
     if header is not None and header in headers:
         return headers.get(header, "").strip() or None
-    authorization = headers.get("Authorization", "").strip()
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    return bearer_token(headers)
 
 
 def secret_matches(presented: str | None, secrets: Iterable[SecretStr | str]) -> bool:
@@ -98,9 +95,10 @@ def check_signature(
     message = body
     if timestamp is not None:
         stamp = timestamp.strip()
-        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or abs(
-            now() - int(stamp)
-        ) > tolerance_seconds:
+        if (
+            not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
+            or abs(now() - int(stamp)) > tolerance_seconds
+        ):
             # Still compare, so a bad timestamp and a bad signature cost the same.
             presented = None
         message = stamp.encode("ascii", "replace") + b"." + body
@@ -116,7 +114,7 @@ def _signature_hex(signature: str | None) -> str | None:
     if signature is None:
         return None
     value = signature.strip()
-    if not value[: len(SIGNATURE_PREFIX)].lower() == SIGNATURE_PREFIX:
+    if value[: len(SIGNATURE_PREFIX)].lower() != SIGNATURE_PREFIX:
         return None
     hex_part = value[len(SIGNATURE_PREFIX) :].lower()
     if len(hex_part) != 64 or not all(c in "0123456789abcdef" for c in hex_part):
@@ -178,7 +176,7 @@ class CachingCertsRequest:
         return response
 
 
-def _max_age(headers: Mapping[str, str]) -> float:
+def _max_age(headers: Headers) -> float:
     for name, value in headers.items():
         if name.lower() == "cache-control":
             for directive in value.split(","):
@@ -191,7 +189,7 @@ def _max_age(headers: Mapping[str, str]) -> float:
 _certs_request = CachingCertsRequest()
 
 
-def bearer_token(headers: Mapping[str, str], header: str = "Authorization") -> str | None:
+def bearer_token(headers: Headers, header: str = "Authorization") -> str | None:
     """The token of ``header: Bearer <token>``, if that is what the header holds."""
     scheme, _, token = headers.get(header, "").strip().partition(" ")
     if scheme.lower() != "bearer":
@@ -218,20 +216,28 @@ def verify_google_oidc(
     from google.oauth2 import id_token
 
     audiences = list(audiences)
-    request = request or _certs_request
+    # Any: google-auth types this as its abstract transport Request, which ours serves
+    # without inheriting from (importing its transport module would cost every cold start).
+    transport: Any = request or _certs_request
     try:
         if signed:
             try:
                 claims = id_token.verify_token(
-                    token, request, audience=audiences, certs_url=certs_url,
+                    token,
+                    transport,
+                    audience=audiences,
+                    certs_url=certs_url,
                     clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
                 )
             except google_errors.MalformedError as exc:
                 if "Certificate for key id" not in str(exc):
                     raise
-                request.forget(certs_url)  # Google rotated its keys since we cached them
+                transport.forget(certs_url)  # Google rotated its keys since we cached them
                 claims = id_token.verify_token(
-                    token, request, audience=audiences, certs_url=certs_url,
+                    token,
+                    transport,
+                    audience=audiences,
+                    certs_url=certs_url,
                     clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
                 )
         else:
@@ -269,7 +275,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def check_drain_caller(headers: Mapping[str, str], settings: Any) -> str:
+def check_drain_caller(headers: Headers, settings: Any) -> str:
     """Who is calling drain: ``"drain-token"`` or a verified service-account email.
 
     Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
@@ -286,6 +292,7 @@ def check_drain_caller(headers: Mapping[str, str], settings: Any) -> str:
     if settings.drain_token is not None and secret_matches(token, [settings.drain_token]):
         return "drain-token"
     if oidc:
+
         def verify(candidate: str, signed: bool = True) -> str:
             return verify_google_oidc(
                 candidate,

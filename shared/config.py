@@ -61,22 +61,16 @@ class Settings(BaseSettings):
     drain_token: SecretStr | None = Field(None, alias="DRAIN_TOKEN")
 
     # --- job intake (enqueue, webhook) -------------------------------------------
-    enqueue_max_body_bytes: int = Field(
-        1_048_576, alias="ENQUEUE_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576
-    )
+    enqueue_max_body_bytes: int = Field(1_048_576, alias="ENQUEUE_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576)
     enqueue_max_batch: int = Field(100, alias="ENQUEUE_MAX_BATCH", ge=1, le=1000)
     # Off: a job for an unknown queue is a 404. On: the queue is created with pg-boss's
     # defaults, as the Node app's first send would need it to be.
     create_missing_queues: bool = Field(False, alias="CREATE_MISSING_QUEUES")
-    webhook_max_body_bytes: int = Field(
-        1_048_576, alias="WEBHOOK_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576
-    )
+    webhook_max_body_bytes: int = Field(1_048_576, alias="WEBHOOK_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576)
     webhook_routes: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES")
     webhook_routes_file: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES_FILE")
     webhook_require_signature: bool = Field(False, alias="WEBHOOK_REQUIRE_SIGNATURE")
-    webhook_signature_tolerance_seconds: int = Field(
-        300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600
-    )
+    webhook_signature_tolerance_seconds: int = Field(300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600)
 
     # --- drain --------------------------------------------------------------------
     # drain is deployed with DRAIN_TIMEOUT_SECONDS; a call works for its budget and
@@ -95,17 +89,13 @@ class Settings(BaseSettings):
     drain_listen_poll_seconds: float = Field(1.0, alias="DRAIN_LISTEN_POLL_SECONDS", ge=0.05, le=60)
     drain_oidc_audiences: tuple[str, ...] = Field((), alias="DRAIN_OIDC_AUDIENCES")
     drain_oidc_service_accounts: tuple[str, ...] = Field((), alias="DRAIN_OIDC_SERVICE_ACCOUNTS")
-    drain_oidc_certs_url: str = Field(
-        "https://www.googleapis.com/oauth2/v1/certs", alias="DRAIN_OIDC_CERTS_URL"
-    )
+    drain_oidc_certs_url: str = Field("https://www.googleapis.com/oauth2/v1/certs", alias="DRAIN_OIDC_CERTS_URL")
     drain_oidc_trust_cloud_run: bool = Field(False, alias="DRAIN_OIDC_TRUST_CLOUD_RUN")
 
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
     google_cloud_project: str | None = Field(None, alias="GOOGLE_CLOUD_PROJECT")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", alias="LOG_LEVEL"
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", alias="LOG_LEVEL")
 
     @classmethod
     def settings_customise_sources(
@@ -131,7 +121,7 @@ class Settings(BaseSettings):
         raw = {key: value for key, value in environ.items() if key in names}
         resolved = resolve_secret_references(raw, client=secret_client)
         try:
-            return cls(**resolved)
+            return cls.model_validate(resolved)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc)) from None
 

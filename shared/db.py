@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -172,9 +172,7 @@ class Database:
 
     # -- statements -------------------------------------------------------------
 
-    def run(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, safe_to_retry: bool = False
-    ) -> list[Row]:
+    def run(self, sql: str, params: Mapping[str, Any] | None = None, *, safe_to_retry: bool = False) -> list[Row]:
         """Run one statement in its own transaction (autocommit) and return its rows.
 
         ``safe_to_retry`` says that running the statement twice does no harm; only then
@@ -256,7 +254,7 @@ class Database:
         connection broke or was replaced, since notifications may then have been missed.
         """
         with self.raw_connection() as connection:
-            if connection is not self._listening:
+            if self._listening is None or connection is not self._listening:
                 raise DatabaseUnavailable("the listening connection was lost; notifications may be missed")
             if not connection.notifications:
                 sock = connection._usock  # pg8000 keeps the (possibly TLS) socket here
@@ -347,10 +345,8 @@ class Database:
         self._prepared.clear()  # prepared statements die with their connection
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
+            with suppress(pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
                 connection.close()
-            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
-                pass
 
     def _discard_if_broken(self, exc: BaseException) -> None:
         if isinstance(_translate(exc), DatabaseUnavailable):

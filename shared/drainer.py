@@ -40,6 +40,7 @@ the held jobs running, and retries their settling with backoff until the budget 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -50,6 +51,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from shared.db import ConnectionParams, Database
@@ -276,9 +278,9 @@ def listen_url(settings: Any) -> str | None:
     if settings.drain_listen == "off" or chosen is None:
         return None
     url = chosen.get_secret_value()
-    if settings.drain_listen == "auto" and settings.drain_listen_database_url is None:
-        if ConnectionParams.from_url(url).through_transaction_pooler:
-            return None
+    behind_pooler = ConnectionParams.from_url(url).through_transaction_pooler
+    if settings.drain_listen == "auto" and settings.drain_listen_database_url is None and behind_pooler:
+        return None
     return url
 
 
@@ -304,10 +306,8 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"\0")
-        except OSError:
-            pass
 
     def _run(self) -> None:
         database: Database | None = None
@@ -320,10 +320,8 @@ class Listener:
                     if channel == self._channel:
                         self._events.put(_Woken(payload))
                 self._wake_read.setblocking(False)
-                try:
+                with contextlib.suppress(OSError):
                     self._wake_read.recv(64)
-                except OSError:
-                    pass
                 self._wake_read.setblocking(True)
         except (AppError, OSError, ValueError) as exc:
             if not self._stop.is_set():
@@ -553,16 +551,15 @@ class Drainer:
                 state.completes.append((run.job, event.value))
             else:
                 log.warning(
-                    f"handler of {state.name!r} failed job {run.job.id}: "
-                    f"{type(event.value).__name__}: {event.value}",
+                    f"handler of {state.name!r} failed job {run.job.id}: {type(event.value).__name__}: {event.value}",
                     extra={"fields": {"queue": state.name, "job_id": run.job.id}},
                 )
                 state.fails.append((run.job, event.value))
         elif isinstance(event, _Woken):
             targets = self._queues.values() if event.queue is None else [self._queues.get(event.queue)]
-            for state in targets:
-                if state is not None:
-                    state.dry = False
+            for target in targets:
+                if target is not None:
+                    target.dry = False
             if event.queue is None:
                 self._listening = True
         elif isinstance(event, _ListenerLost):
@@ -582,8 +579,7 @@ class Drainer:
             eligible = [
                 self._queues[name]
                 for name in self._order
-                if not (self._queues[name].dry or self._queues[name].broken)
-                and now < self._queues[name].fetch_until
+                if not (self._queues[name].dry or self._queues[name].broken) and now < self._queues[name].fetch_until
             ]
             room = min(limits.concurrency - len(self._running), limits.max_jobs - self._fetched)
             if room <= 0 or not eligible:
@@ -597,7 +593,7 @@ class Drainer:
                     return
                 fetched_at = self._clock()
                 try:
-                    jobs = self._db(lambda s=state, n=wanted: self._boss.fetch(s.name, n))
+                    jobs = self._db(partial(self._boss.fetch, state.name, wanted))
                 except DatabaseError as exc:
                     log.error(
                         f"fetching from {state.name!r} was refused ({exc}); skipping it in this call",
@@ -691,7 +687,7 @@ class Drainer:
                 return
             if state.touches:
                 jobs = list(state.touches)
-                touched = self._db(lambda s=state, j=jobs: self._boss.touch(s.name, j))
+                touched = self._db(partial(self._boss.touch, state.name, jobs))
                 if touched is None:
                     return
                 del state.touches[: len(jobs)]
@@ -721,7 +717,7 @@ class Drainer:
     def _complete_one_by_one(self, state: _QueueState, items: list[tuple[Job, Any]]) -> bool:
         for job, output in items:
             try:
-                done = self._db(lambda j=job, o=output: self._boss.complete(state.name, [(j, o)]))
+                done = self._db(partial(self._boss.complete, state.name, [(job, output)]))
             except DatabaseError as refused:
                 state.completes.pop(0)
                 state.fails.append((job, HandlerOutputInvalid(f"the database refused the output: {refused}")))

@@ -48,6 +48,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AppError], int], ...] = (
     (AppError, 500),
 )
 
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
     response = flask.Response(
         json.dumps(body, separators=(",", ":"), default=str),
@@ -102,8 +103,10 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
                 scope["status"] = response.status_code
                 scope["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 level = (
-                    logging.ERROR if response.status_code >= 500 and response.status_code != 503
-                    else logging.WARNING if response.status_code >= 400
+                    logging.ERROR
+                    if response.status_code >= 500 and response.status_code != 503
+                    else logging.WARNING
+                    if response.status_code >= 400
                     else logging.INFO
                 )
                 logger.log(level, f"{request.method} {handler.__name__} -> {response.status_code}")
@@ -126,9 +129,7 @@ def read_body(request: flask.Request, *, max_bytes: int) -> bytes:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, not {mimetype or 'missing'}"
-        )
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {mimetype or 'missing'}")
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")

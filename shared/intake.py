@@ -186,8 +186,13 @@ def parse_enqueue(body: Any, *, max_batch: int) -> tuple[list[JobRequest], bool]
         if job.options.id is not None:
             first = seen.setdefault((job.name, job.options.id), index)
             if first != index:
-                errors.append({"loc": [*prefix, "id"], "msg": f"repeats the id of jobs[{first}] in the "
-                               "same queue", "type": "duplicate_id"})
+                errors.append(
+                    {
+                        "loc": [*prefix, "id"],
+                        "msg": f"repeats the id of jobs[{first}] in the same queue",
+                        "type": "duplicate_id",
+                    }
+                )
     if errors:
         raise invalid(errors)
     return [job.request() for job in jobs], batch
@@ -203,9 +208,7 @@ def parse_event(body: Any) -> DatabaseEvent:
         raise invalid(field_errors(exc)) from None
 
 
-def submit(
-    boss: Any, jobs: Sequence[JobRequest], *, single: bool, create_missing_queues: bool
-) -> list[str | None]:
+def submit(boss: Any, jobs: Sequence[JobRequest], *, single: bool, create_missing_queues: bool) -> list[str | None]:
     """Insert ``jobs`` in one round trip; with ``create_missing_queues``, create unknown queues first.
 
     A missing queue (or dead-letter queue) makes the whole insert fail, so nothing is
@@ -287,8 +290,7 @@ def key_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
     if options.group is not None:
         keys += [(["group", "id"], options.group.id), (["group", "tier"], options.group.tier)]
     return [
-        {"loc": [*prefix, *loc], "msg": f"must be at most {MAX_KEY_BYTES} bytes of UTF-8",
-         "type": "string_too_long"}
+        {"loc": [*prefix, *loc], "msg": f"must be at most {MAX_KEY_BYTES} bytes of UTF-8", "type": "string_too_long"}
         for loc, value in keys
         if value is not None and len(value.encode("utf-8")) > MAX_KEY_BYTES
     ]

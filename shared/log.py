@@ -15,14 +15,14 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+from werkzeug.datastructures import Headers
 
 TRACE_FIELD = "logging.googleapis.com/trace"
 
-_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "request_fields", default=None
-)
+_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_fields", default=None)
 
 
 class CloudLoggingFormatter(logging.Formatter):
@@ -32,7 +32,7 @@ class CloudLoggingFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "severity": record.levelname,
             "message": record.getMessage(),
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
         entry.update(_request_fields.get() or {})
@@ -44,11 +44,11 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is now, not what it was when logging was set up
     (the framework and test runners replace it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 
@@ -67,7 +67,7 @@ def configure(level: str = "INFO") -> None:
         root.addHandler(handler)
 
 
-def trace_from_headers(headers: Mapping[str, str], project: str | None) -> str | None:
+def trace_from_headers(headers: Headers | Mapping[str, str], project: str | None) -> str | None:
     """The Cloud Logging trace name from ``X-Cloud-Trace-Context`` or W3C ``traceparent``."""
     trace_id = None
     cloud = headers.get("X-Cloud-Trace-Context")

@@ -26,6 +26,7 @@ exception (which could carry the payload) is attached.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Mapping
@@ -41,9 +42,7 @@ _RETRY_INITIAL_SECONDS = 0.2
 _RETRY_MAXIMUM_SECONDS = 1.0
 
 _SM_URL = re.compile(r"sm://(?P<project>[^/#]+)/(?P<secret>[^/#]+)(?:#(?P<version>[^/#]+))?")
-_RESOURCE = re.compile(
-    r"projects/(?P<project>[^/]+)/secrets/(?P<secret>[^/]+)/versions/(?P<version>[^/]+)"
-)
+_RESOURCE = re.compile(r"projects/(?P<project>[^/]+)/secrets/(?P<secret>[^/]+)/versions/(?P<version>[^/]+)")
 # Anything shaped like an attempt at a resource name is a reference, so a typo in
 # one is reported instead of being used verbatim as the setting's value.
 _RESOURCE_LIKE = re.compile(r"projects/[^/]+/(?:locations/[^/]+/)?secrets/")
@@ -64,9 +63,7 @@ def is_secret_reference(value: str) -> bool:
     return value.startswith("sm://") or _RESOURCE_LIKE.match(value) is not None
 
 
-def resolve_secret_references(
-    values: Mapping[str, str], *, client: Any | None = None
-) -> dict[str, str]:
+def resolve_secret_references(values: Mapping[str, str], *, client: Any | None = None) -> dict[str, str]:
     """Return a copy of ``values`` with every secret reference replaced by its value.
 
     Non-references pass through unchanged. ``client`` is a
@@ -78,11 +75,7 @@ def resolve_secret_references(
     with one that is never part of the intended value.
     """
     # Parse every reference before fetching any, so a typo fails without a network call.
-    names = {
-        key: _resource_name(key, value)
-        for key, value in values.items()
-        if is_secret_reference(value)
-    }
+    names = {key: _resource_name(key, value) for key, value in values.items() if is_secret_reference(value)}
     resolved = dict(values)
     for key, name in names.items():
         with _lock:
@@ -111,9 +104,7 @@ def _resource_name(setting: str, reference: str) -> str:
         (version, _VERSION, "version (a number, an alias or 'latest')"),
     ):
         if not pattern.fullmatch(part):
-            raise ConfigError(
-                f"{setting}: malformed secret reference {reference!r}: invalid {what} {part!r}"
-            )
+            raise ConfigError(f"{setting}: malformed secret reference {reference!r}: invalid {what} {part!r}")
     return f"projects/{project}/secrets/{secret}/versions/{version}"
 
 
@@ -143,9 +134,7 @@ def _access(client: Any, setting: str, reference: str, name: str) -> str:
             retry=retry.Retry(
                 initial=_RETRY_INITIAL_SECONDS,
                 maximum=_RETRY_MAXIMUM_SECONDS,
-                predicate=retry.if_exception_type(
-                    exceptions.ServiceUnavailable, exceptions.ResourceExhausted
-                ),
+                predicate=retry.if_exception_type(exceptions.ServiceUnavailable, exceptions.ResourceExhausted),
                 timeout=ACCESS_TIMEOUT_SECONDS,
             ),
             timeout=ACCESS_TIMEOUT_SECONDS,
@@ -168,10 +157,8 @@ def _access(client: Any, setting: str, reference: str, name: str) -> str:
         raise ConfigError(f"{setting}: cannot resolve secret reference {reference!r}: {problem}")
 
     text = None
-    try:
+    with contextlib.suppress(UnicodeDecodeError):
         text = response.payload.data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
     if text is None:
         raise ConfigError(f"{setting}: secret reference {reference!r} does not hold UTF-8 text")
     return text[:-1] if text.endswith("\n") else text

@@ -103,12 +103,11 @@ class Route(_Config):
     @model_validator(mode="after")
     def _changed_needs_update(self) -> Route:
         if self.when and self.when.changed and set(self.events) != {"UPDATE"}:
-            raise ValueError("when.changed compares the old and new row, so events must be [\"UPDATE\"]")
+            raise ValueError('when.changed compares the old and new row, so events must be ["UPDATE"]')
         return self
 
     def matches(self, event: DatabaseEvent) -> bool:
-        if (event.type not in self.events or event.table != self.table
-                or event.schema_name != self.schema_name):
+        if event.type not in self.events or event.table != self.table or event.schema_name != self.schema_name:
             return False
         if self.when is None:
             return True
@@ -124,9 +123,7 @@ class Route(_Config):
         return JobRequest(name=self.queue, data=self.job_data(event), options=options)
 
     def job_data(self, event: DatabaseEvent) -> Any:
-        whole = event.model_dump(
-            by_alias=True, include={"type", "schema_name", "table", "record", "old_record"}
-        )
+        whole = event.model_dump(by_alias=True, include={"type", "schema_name", "table", "record", "old_record"})
         if self.data is None:
             return whole
         out = {}

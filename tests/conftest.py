@@ -51,7 +51,7 @@ def _drop_leftovers(admin: pg8000.native.Connection) -> None:
     """Drop databases of earlier runs whose process is gone."""
     rows = admin.run("SELECT datname FROM pg_database WHERE datname LIKE :p", p=PREFIX + "%")
     for (name,) in rows:
-        pid = name[len(PREFIX):].split("_", 1)[0]
+        pid = name[len(PREFIX) :].split("_", 1)[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -144,9 +144,7 @@ def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
 
 
 @pytest.fixture
-def client_for(
-    configure: Callable[..., None], database_url: str
-) -> Callable[..., FlaskClient]:
+def client_for(configure: Callable[..., None], database_url: str) -> Callable[..., FlaskClient]:
     """A test client of one function, loaded through functions-framework from main.py."""
 
     def make(target: str, *, url: str | None = None, **overrides: str) -> FlaskClient:
@@ -158,4 +156,3 @@ def client_for(
 
 def count_jobs(db: Database) -> int:
     return int(db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"])
-

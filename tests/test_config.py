@@ -23,9 +23,7 @@ def _fresh_secret_cache() -> None:
 
 
 def test_defaults_and_parsing() -> None:
-    settings = Settings.from_environ(
-        {"DATABASE_URL": URL, "API_KEYS": " old-key , new-key ,,", "UNRELATED": "x"}
-    )
+    settings = Settings.from_environ({"DATABASE_URL": URL, "API_KEYS": " old-key , new-key ,,", "UNRELATED": "x"})
     assert settings.pgboss_schema == "pgboss"
     assert settings.log_level == "INFO"
     assert [key.get_secret_value() for key in settings.api_keys] == ["old-key", "new-key"]
@@ -103,7 +101,7 @@ def test_permission_denied_is_reported() -> None:
 
 def _start_function(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import functions_framework as f; f.create_app('health', %r)" % MAIN],
+        [sys.executable, "-c", f"import functions_framework as f; f.create_app('health', {MAIN!r})"],
         cwd=ROOT,
         env={"PATH": os.environ["PATH"], **env},
         capture_output=True,

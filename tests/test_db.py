@@ -113,7 +113,11 @@ def test_sslmode_require_refuses_a_server_without_tls(database_url: str) -> None
 def test_url_parsing() -> None:
     params = ConnectionParams.from_url("postgresql://us%40er:p%3Ass@db.host:6543/app?sslmode=require")
     assert (params.user, params.password, params.host, params.port, params.database) == (
-        "us@er", "p:ss", "db.host", 6543, "app",
+        "us@er",
+        "p:ss",
+        "db.host",
+        6543,
+        "app",
     )
     assert isinstance(params.ssl_context, ssl.SSLContext)
     assert params.ssl_context.verify_mode == ssl.CERT_NONE

@@ -27,7 +27,11 @@ def test_dev_runner_with_its_own_postgres() -> None:
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     process = subprocess.Popen(
         [sys.executable, "scripts/dev.py", "--data-dir", str(data), "--schedule-seconds", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     urls: dict[str, str] = {}
     try:

@@ -68,9 +68,7 @@ def test_all_reference_forms_resolve_latest_or_pinned(fake: FakeSecretManager) -
 
 def test_latest_follows_the_newest_version_on_a_fresh_process(fake: FakeSecretManager) -> None:
     fake.add("proj", "api-key", "hunter2-v3")
-    assert resolve_secret_references({"K": "sm://proj/api-key"}, client=fake.client()) == {
-        "K": "hunter2-v3"
-    }
+    assert resolve_secret_references({"K": "sm://proj/api-key"}, client=fake.client()) == {"K": "hunter2-v3"}
 
 
 def test_only_a_single_trailing_newline_is_stripped(fake: FakeSecretManager) -> None:
@@ -132,9 +130,7 @@ def test_is_secret_reference(value: str, expected: bool) -> None:
 
 def test_missing_secret_names_setting_and_reference(fake: FakeSecretManager) -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve_secret_references(
-            {"OK": "sm://proj/api-key", "WEBHOOK_SECRET": "sm://proj/nope"}, client=fake.client()
-        )
+        resolve_secret_references({"OK": "sm://proj/api-key", "WEBHOOK_SECRET": "sm://proj/nope"}, client=fake.client())
     message = str(caught.value)
     assert "WEBHOOK_SECRET" in message and "sm://proj/nope" in message
     assert "secret not found" in message
@@ -142,7 +138,7 @@ def test_missing_secret_names_setting_and_reference(fake: FakeSecretManager) -> 
 
 
 def test_missing_version_is_not_found(fake: FakeSecretManager) -> None:
-    with pytest.raises(ConfigError, match="API_KEYS.*sm://proj/api-key#9.*secret not found"):
+    with pytest.raises(ConfigError, match=r"API_KEYS.*sm://proj/api-key#9.*secret not found"):
         resolve_secret_references({"API_KEYS": "sm://proj/api-key#9"}, client=fake.client())
 
 
@@ -159,9 +155,7 @@ def test_permission_denied(fake: FakeSecretManager) -> None:
 def test_unreachable_server_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(ConfigError) as caught:
-        resolve_secret_references(
-            {"DRAIN_TOKEN": "sm://proj/token"}, client=client_for(unreachable_address())
-        )
+        resolve_secret_references({"DRAIN_TOKEN": "sm://proj/token"}, client=client_for(unreachable_address()))
     elapsed = time.monotonic() - started
     message = str(caught.value)
     assert "DRAIN_TOKEN" in message and "sm://proj/token" in message
@@ -178,7 +172,7 @@ def test_silent_server_fails_at_the_deadline() -> None:
         listener.listen()
         address = f"127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
-        with pytest.raises(ConfigError, match="KEY: .*Secret Manager unreachable"):
+        with pytest.raises(ConfigError, match=r"KEY: .*Secret Manager unreachable"):
             resolve_secret_references({"KEY": "sm://proj/token"}, client=client_for(address))
     assert time.monotonic() - started < secrets.ACCESS_TIMEOUT_SECONDS + 2
 
@@ -200,13 +194,9 @@ def test_silent_server_fails_at_the_deadline() -> None:
         "projects/proj/locations/eu/secrets/secret/versions/1",
     ],
 )
-def test_malformed_reference_fails_before_any_call(
-    fake: FakeSecretManager, reference: str
-) -> None:
+def test_malformed_reference_fails_before_any_call(fake: FakeSecretManager, reference: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve_secret_references(
-            {"OK": "sm://proj/api-key", "BROKEN": reference}, client=fake.client()
-        )
+        resolve_secret_references({"OK": "sm://proj/api-key", "BROKEN": reference}, client=fake.client())
     message = str(caught.value)
     assert "BROKEN" in message and repr(reference) in message
     assert "malformed secret reference" in message
@@ -222,9 +212,7 @@ def test_non_utf8_payload(fake: FakeSecretManager) -> None:
     assert_leaks_nothing(caught.value)
 
 
-def test_no_credentials_for_the_default_client(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_no_credentials_for_the_default_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _without_google_credentials(monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match="LOG_LEVEL: cannot create a Secret Manager client"):
         resolve_secret_references({"LOG_LEVEL": "sm://proj/level"})
@@ -292,9 +280,7 @@ _LAZY_IMPORT_PROBE = textwrap.dedent(
 )
 
 
-def test_plain_values_never_import_the_client_library(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_plain_values_never_import_the_client_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A fresh interpreter: this test process has long since imported the library.
     _without_google_credentials(monkeypatch, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

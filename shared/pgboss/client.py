@@ -197,9 +197,7 @@ class PgBoss:
         rows = documents.job_rows(jobs)
         params = {"jobs": documents.encode(rows), "channel": self.notify_channel}
         keyless = {job.name for job in jobs if job.options.singleton_key is None}
-        names = {job.name for job in jobs} | {
-            job.options.dead_letter for job in jobs if job.options.dead_letter
-        }
+        names = {job.name for job in jobs} | {job.options.dead_letter for job in jobs if job.options.dead_letter}
         debounced = any(job.options.singleton_next_slot for job in jobs)
         statement = sql.INSERT_JOBS_DEBOUNCED if debounced else sql.INSERT_JOBS
         [answer] = self._run(statement, params, queues=names, keyless=keyless)
@@ -323,9 +321,7 @@ class PgBoss:
             return None
         return (JobDetails if include_metadata else Job).from_row(rows[0])
 
-    def _by_ids(
-        self, statement: str, name: str, ids: Collection[str | UUID], count_column: str | None = None
-    ) -> int:
+    def _by_ids(self, statement: str, name: str, ids: Collection[str | UUID], count_column: str | None = None) -> int:
         if not ids:
             return 0
         self._require_queue(name)
@@ -382,9 +378,7 @@ class PgBoss:
     def _missing_queue(self, names: Sequence[str]) -> str | None:
         existing = {
             row["name"]
-            for row in self.db.run(
-                self._sql(sql.EXISTING_QUEUES), {"names": sorted(set(names))}, safe_to_retry=True
-            )
+            for row in self.db.run(self._sql(sql.EXISTING_QUEUES), {"names": sorted(set(names))}, safe_to_retry=True)
         }
         missing = sorted(set(names) - existing)
         for name in missing:

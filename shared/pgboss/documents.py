@@ -78,10 +78,7 @@ def attempt_rows(jobs: Iterable[Job]) -> list[dict[str, Any]]:
 
 def settle_rows(settles: Iterable[tuple[Job, Any]]) -> list[dict[str, Any]]:
     """Fenced attempts with the output each one stores (pg-boss's output shape)."""
-    return [
-        {"id": job.id, "retry_count": job.retry_count, "output": error_output(value)}
-        for job, value in settles
-    ]
+    return [{"id": job.id, "retry_count": job.retry_count, "output": error_output(value)} for job, value in settles]
 
 
 def job_ids(ids: Iterable[str | UUID]) -> list[str]:

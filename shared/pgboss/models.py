@@ -58,8 +58,7 @@ def check_queue_name(name: Any, what: str = "queue name") -> str:
     """``name`` if pg-boss would accept it as a queue name, else ``ValueError``."""
     if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
         raise ValueError(
-            f"{what} can only contain alphanumeric characters, underscores, hyphens, "
-            "periods, or forward slashes"
+            f"{what} can only contain alphanumeric characters, underscores, hyphens, periods, or forward slashes"
         )
     return name
 
@@ -146,9 +145,7 @@ class SendOptions(_RetryAndLifetime):
             try:
                 value = datetime.fromisoformat(value)
             except ValueError:
-                raise ValueError(
-                    "startAfter must be seconds (an integer >= 0) or an ISO-8601 date time"
-                ) from None
+                raise ValueError("startAfter must be seconds (an integer >= 0) or an ISO-8601 date time") from None
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value

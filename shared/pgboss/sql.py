@@ -100,6 +100,7 @@ EXISTING_QUEUES = """
 SELECT name FROM {schema}.queue WHERE name = ANY(CAST(:names AS text[]))
 """
 
+
 # pg-boss 12.38 insertJobs() as used by send(), sendThrottled(), sendDebounced() and
 # insert(), for any number of queues at once. Per row, every setting is the job's option,
 # else the queue's column, else the schema default (which only a vanished queue reaches,

@@ -53,10 +53,15 @@ def main(args: list[str]) -> int:
         urls = [f"https://{service}-{number}.{region}.run.app", f"https://{service}-abc123xyz-ew.a.run.app"]
         if os.environ.get("FAKE_RUN_HASH_URL_ONLY"):
             urls = urls[1:]
-        print(json.dumps({
-            "metadata": {"name": service, "annotations": {"run.googleapis.com/urls": json.dumps(urls)}},
-            "status": {"url": urls[-1]},
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "metadata": {"name": service, "annotations": {"run.googleapis.com/urls": json.dumps(urls)}},
+                    "status": {"url": urls[-1]},
+                },
+                indent=2,
+            )
+        )
         return 0
     return 0
 

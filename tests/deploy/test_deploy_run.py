@@ -25,8 +25,10 @@ from tests.deploy.test_webhook_triggers import STAND_INS
 
 FAKE = Path(__file__).with_name("fake_gcloud.py")
 DEV = settings_of("dev")
-ACCOUNTS = [f"processing-{name}@{DEV['PROJECT_ID']}.iam.gserviceaccount.com"
-            for name in ("health", "ready", "enqueue", "webhook", "drain", "scheduler")]
+ACCOUNTS = [
+    f"processing-{name}@{DEV['PROJECT_ID']}.iam.gserviceaccount.com"
+    for name in ("health", "ready", "enqueue", "webhook", "drain", "scheduler")
+]
 PASSWORD = "pw-that-must-never-be-printed"
 
 
@@ -58,8 +60,13 @@ def deploy(tmp_path: Path) -> Iterator:
     (bin_dir / "gcloud").chmod(0o755)
     log = tmp_path / "gcloud.log"
 
-    def run(*args: str, existing: list[str] = (), secrets: dict[str, str] | None = None,
-            project_number: str = DEV["PROJECT_NUMBER"], **fake: str) -> Run:
+    def run(
+        *args: str,
+        existing: list[str] = (),
+        secrets: dict[str, str] | None = None,
+        project_number: str = DEV["PROJECT_NUMBER"],
+        **fake: str,
+    ) -> Run:
         log.write_text("")
         environ = {
             **os.environ,
@@ -90,8 +97,14 @@ def target(empty_database_url: str) -> Iterator[tuple[str, pg8000.native.Connect
 def test_first_deploy_creates_everything(deploy, target) -> None:
     url, connection = target
     secret_url = with_password(url)
-    run = deploy("dev", "--set", "PGBOSS_MIGRATE=true", "--set", "WEBHOOK_TRIGGERS=apply",
-                 secrets={DEV["SECRET_DATABASE_URL"]: secret_url})
+    run = deploy(
+        "dev",
+        "--set",
+        "PGBOSS_MIGRATE=true",
+        "--set",
+        "WEBHOOK_TRIGGERS=apply",
+        secrets={DEV["SECRET_DATABASE_URL"]: secret_url},
+    )
     assert run.returncode == 0, run.stderr
 
     created = [c.words[4] for c in run.gcloud("gcloud", "iam", "service-accounts", "create")]

@@ -95,9 +95,14 @@ def test_runtime_and_region_agree_everywhere(plan: Plan) -> None:
 def test_sizes_come_from_the_env_file(plan: Plan) -> None:
     settings = settings_of(plan.env)
     for name, command in plan.deploys.items():
-        for key, flag in [("MEMORY", "--memory"), ("CPU", "--cpu"), ("TIMEOUT", "--timeout"),
-                          ("MIN_INSTANCES", "--min-instances"), ("MAX_INSTANCES", "--max-instances"),
-                          ("CONCURRENCY", "--concurrency")]:
+        for key, flag in [
+            ("MEMORY", "--memory"),
+            ("CPU", "--cpu"),
+            ("TIMEOUT", "--timeout"),
+            ("MIN_INSTANCES", "--min-instances"),
+            ("MAX_INSTANCES", "--max-instances"),
+            ("CONCURRENCY", "--concurrency"),
+        ]:
             expected = settings.get(f"{name.upper()}_{key}") or settings[key]
             assert command.flag(flag) == expected, f"{name} {flag}"
 
@@ -204,7 +209,7 @@ def test_drain_budget_fits_its_timeout_and_the_schedulers_deadline(plan: Plan) -
     budget = float(drain_env["DRAIN_BUDGET_SECONDS"])
     margin = float(drain_env.get("DRAIN_MARGIN_SECONDS", Settings.model_fields["drain_margin_seconds"].default))
     assert int(drain_env["DRAIN_TIMEOUT_SECONDS"]) == timeout
-    assert 0 < budget and budget + margin <= timeout
+    assert budget > 0 and budget + margin <= timeout
     assert _seconds(job.flag("--attempt-deadline")) > timeout, "the Scheduler must outwait a whole drain"
     attempts = int(job.flag("--max-retry-attempts") or 0)
     assert 1 <= attempts <= 5
@@ -324,16 +329,26 @@ def test_secret_references_mode_uses_the_packages_reference_format() -> None:
             assert value == f"sm://{settings['PROJECT_ID']}/{settings[f'SECRET_{setting}']}#3"
     # The accounts still need (exactly) the same access: the package reads the secrets.
     members = {(b.words[3], b.flag("--member")) for b in plan.gcloud("secrets", "add-iam-policy-binding")}
-    assert members == {(b.words[3], b.flag("--member")) for b in Plan.of("staging").gcloud("secrets", "add-iam-policy-binding")}
+    assert members == {
+        (b.words[3], b.flag("--member")) for b in Plan.of("staging").gcloud("secrets", "add-iam-policy-binding")
+    }
 
 
 def test_optional_drain_credentials_are_bound_when_named() -> None:
-    plan = Plan.of("dev", "--set", "SECRET_DRAIN_TOKEN=processing-drain-token",
-                   "--set", "SECRET_DRAIN_LISTEN_DATABASE_URL=processing-session-url")
+    plan = Plan.of(
+        "dev",
+        "--set",
+        "SECRET_DRAIN_TOKEN=processing-drain-token",
+        "--set",
+        "SECRET_DRAIN_LISTEN_DATABASE_URL=processing-session-url",
+    )
     assert set(plan.bound_secrets("drain")) == {"DATABASE_URL", "DRAIN_TOKEN", "DRAIN_LISTEN_DATABASE_URL"}
     drain_account = plan.deploys["drain"].flag("--run-service-account")
-    granted = {b.words[3] for b in plan.gcloud("secrets", "add-iam-policy-binding")
-               if b.flag("--member") == f"serviceAccount:{drain_account}"}
+    granted = {
+        b.words[3]
+        for b in plan.gcloud("secrets", "add-iam-policy-binding")
+        if b.flag("--member") == f"serviceAccount:{drain_account}"
+    }
     assert granted == {"processing-database-url", "processing-drain-token", "processing-session-url"}
 
 

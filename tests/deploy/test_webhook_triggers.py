@@ -143,11 +143,13 @@ def test_timeout_and_vault_name_are_variables(scratch: Scratch) -> None:
 
 
 def test_triggers_watch_only_what_the_routes_use(scratch: Scratch) -> None:
-    routes = {"routes": [
-        {"name": "a", "table": "documents", "events": ["INSERT"], "queue": "q"},
-        {"name": "b", "schema": "public", "table": "documents", "events": ["INSERT", "DELETE"], "queue": "q"},
-        {"name": "c", "table": "comments", "events": ["UPDATE"], "queue": "q"},
-    ]}
+    routes = {
+        "routes": [
+            {"name": "a", "table": "documents", "events": ["INSERT"], "queue": "q"},
+            {"name": "b", "schema": "public", "table": "documents", "events": ["INSERT", "DELETE"], "queue": "q"},
+            {"name": "c", "table": "comments", "events": ["UPDATE"], "queue": "q"},
+        ]
+    }
     scratch.apply_ok(routes)
     triggers = scratch.triggers()
     assert set(triggers) == {"comments", "documents"}
@@ -225,9 +227,7 @@ def test_reapplying_converges(scratch: Scratch) -> None:
         ({"secret_name": "nothing_there"}, "no secret named"),
     ],
 )
-def test_bad_input_is_refused_and_changes_nothing(
-    scratch: Scratch, variables: dict[str, Any], message: str
-) -> None:
+def test_bad_input_is_refused_and_changes_nothing(scratch: Scratch, variables: dict[str, Any], message: str) -> None:
     variables = dict(variables)
     routes = variables.pop("routes", EXAMPLE_ROUTES)
     result = scratch.apply(routes, **variables)
@@ -254,9 +254,7 @@ def test_the_webhook_function_accepts_what_the_trigger_sends(
     cwd = Path.cwd()
     os.chdir(ROOT)  # WEBHOOK_ROUTES_FILE is relative to the deployed source's root
     try:
-        client = client_for(
-            "webhook", WEBHOOK_ROUTES_FILE="webhook_routes.example.json", CREATE_MISSING_QUEUES="true"
-        )
+        client = client_for("webhook", WEBHOOK_ROUTES_FILE="webhook_routes.example.json", CREATE_MISSING_QUEUES="true")
         response = client.post("/", data=json.dumps(call["body"]), headers=call["headers"])
     finally:
         os.chdir(cwd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -90,9 +91,7 @@ def run_drain(databases: Callable[[], Database]) -> Callable[..., Any]:
 
 
 def job_row(db: Database, queue: str, job_id: str) -> dict[str, Any]:
-    rows = db.run(
-        f"SELECT * FROM {SCHEMA}.job WHERE name = :name AND id = :id::uuid", {"name": queue, "id": job_id}
-    )
+    rows = db.run(f"SELECT * FROM {SCHEMA}.job WHERE name = :name AND id = :id::uuid", {"name": queue, "id": job_id})
     assert rows, f"no job {job_id} in {queue}"
     return rows[0]
 
@@ -144,10 +143,8 @@ class Proxy:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self, *, refuse: bool) -> None:
         """Drop every connection; with ``refuse``, refuse new ones until ``restore``."""
@@ -157,10 +154,8 @@ class Proxy:
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
             for end in pair:
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 end.close()
 
     def restore(self) -> None:

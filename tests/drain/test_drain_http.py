@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+
 import pytest
 
 from tests.conftest import SCHEMA, count_jobs
@@ -23,7 +24,12 @@ def test_drains_jobs_sent_by_node_and_stores_the_handler_output(drain_client, no
     assert response.status_code == 200
     body = response.get_json()
     assert {key: body[key] for key in ("fetched", "completed", "failed", "retried", "expired", "stopped")} == {
-        "fetched": 3, "completed": 3, "failed": 0, "retried": 0, "expired": 0, "stopped": "empty",
+        "fetched": 3,
+        "completed": 3,
+        "failed": 0,
+        "retried": 0,
+        "expired": 0,
+        "stopped": "empty",
     }
     assert body["queues"][QUEUE]["completed"] == 3
     assert body["duration_ms"] > 0

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.db import Database
 from shared.config import Settings
+from shared.db import Database
 from shared.drainer import Drainer, listen_url
 from shared.errors import DatabaseUnavailable
 from shared.handlers import Registry, sleep, stopping
@@ -21,7 +21,9 @@ from tests.drain.conftest import job_row, limits, make_due, via
 
 
 def send(boss: PgBoss, queue: str, count: int, data: Any = None, **options: Any) -> list[str]:
-    ids = boss.insert([JobRequest(queue, data if data is not None else {"n": n}, SendOptions(**options)) for n in range(count)])
+    ids = boss.insert(
+        [JobRequest(queue, data if data is not None else {"n": n}, SendOptions(**options)) for n in range(count)]
+    )
     return [job_id for job_id in ids if job_id]
 
 
@@ -168,7 +170,9 @@ def test_two_overlapping_drains_and_a_node_worker_complete_each_job_exactly_once
 
     run_drain(registry)
     ids = set(send(boss, "shared", 300))
-    node_boss.work("shared", {"behavior": "complete", "output": {"by": "node"}}, batchSize=5, pollingIntervalSeconds=0.5)
+    node_boss.work(
+        "shared", {"behavior": "complete", "output": {"by": "node"}}, batchSize=5, pollingIntervalSeconds=0.5
+    )
     summaries: list[Any] = []
     drains = [
         threading.Thread(
@@ -212,7 +216,8 @@ def test_a_killed_database_connection_mid_call_loses_no_job(run_drain, boss, db,
         admin.run(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = :db AND application_name = 'manda-processing' AND pid <> :own",
-            db=database, own=own,
+            db=database,
+            own=own,
         )
 
     killer = threading.Thread(target=kill_drain_backends)
@@ -297,12 +302,18 @@ def test_a_delayed_job_is_not_drained_before_it_is_due(run_drain, boss) -> None:
     [
         ({"DATABASE_URL": "postgresql://u@db.example.co:5432/postgres"}, "postgresql://u@db.example.co:5432/postgres"),
         ({"DATABASE_URL": "postgresql://u@pooler.example.com:6543/postgres"}, None),
-        ({"DATABASE_URL": "postgresql://u@pooler.example.com:6543/postgres", "DRAIN_LISTEN": "on"},
-         "postgresql://u@pooler.example.com:6543/postgres"),
+        (
+            {"DATABASE_URL": "postgresql://u@pooler.example.com:6543/postgres", "DRAIN_LISTEN": "on"},
+            "postgresql://u@pooler.example.com:6543/postgres",
+        ),
         ({"DATABASE_URL": "postgresql://u@db.example.co:5432/postgres", "DRAIN_LISTEN": "off"}, None),
-        ({"DATABASE_URL": "postgresql://u@pooler.example.com:6543/postgres",
-          "DRAIN_LISTEN_DATABASE_URL": "postgresql://u@pooler.example.com:5432/postgres"},
-         "postgresql://u@pooler.example.com:5432/postgres"),
+        (
+            {
+                "DATABASE_URL": "postgresql://u@pooler.example.com:6543/postgres",
+                "DRAIN_LISTEN_DATABASE_URL": "postgresql://u@pooler.example.com:5432/postgres",
+            },
+            "postgresql://u@pooler.example.com:5432/postgres",
+        ),
     ],
 )
 def test_listening_is_off_through_supabases_transaction_pooler(env: dict, expected: str | None) -> None:

@@ -45,8 +45,14 @@ def test_default_queue_options_retry_three_times_with_backoff_and_notify() -> No
 def test_a_handler_overrides_options_by_python_name() -> None:
     registry = Registry()
     registry.handler(
-        "docs", retry_limit=5, retry_delay=10, expire_in_seconds=300, dead_letter="docs-dead",
-        policy="singleton", heartbeat_seconds=30, expected_seconds=20,
+        "docs",
+        retry_limit=5,
+        retry_delay=10,
+        expire_in_seconds=300,
+        dead_letter="docs-dead",
+        policy="singleton",
+        heartbeat_seconds=30,
+        expected_seconds=20,
     )(lambda job: None)
     handler = registry.get("docs")
     assert handler.options.retry_limit == 5

@@ -167,9 +167,13 @@ def test_a_forged_signature_is_401_and_nothing_is_fetched(oidc_drain, google, st
 
     forged = drain.post({"budgetSeconds": 0}, headers=bearer(stranger.token()))
     header, payload, _signature = google.token().split(".")
-    tampered_payload = base64.urlsafe_b64encode(
-        json.dumps({**json.loads(base64.urlsafe_b64decode(payload + "==")), "email": "x@y.z"}).encode()
-    ).rstrip(b"=").decode()
+    tampered_payload = (
+        base64.urlsafe_b64encode(
+            json.dumps({**json.loads(base64.urlsafe_b64decode(payload + "==")), "email": "x@y.z"}).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     tampered = drain.post({"budgetSeconds": 0}, headers=bearer(f"{header}.{tampered_payload}.{_signature}"))
 
     assert (forged.status_code, tampered.status_code) == (401, 401)
@@ -206,7 +210,10 @@ def test_cloud_runs_stripped_token_is_trusted_only_when_told(oidc_drain, google)
         assert refused.status_code == 401
         assert "DRAIN_OIDC_TRUST_CLOUD_RUN" in refused.get_json()["message"]
         trusted = oidc_drain(DRAIN_OIDC_TRUST_CLOUD_RUN="true")
-        assert trusted.post({"budgetSeconds": 0}, headers=bearer(stripped, "X-Serverless-Authorization")).status_code == 200
+        assert (
+            trusted.post({"budgetSeconds": 0}, headers=bearer(stripped, "X-Serverless-Authorization")).status_code
+            == 200
+        )
 
     # Trusting Cloud Run's signature check is not trusting the claims.
     h, p, _ = google.token(aud="https://someone-else.example").split(".")
@@ -219,8 +226,14 @@ def test_cloud_runs_stripped_token_is_trusted_only_when_told(oidc_drain, google)
 
 def test_a_signed_token_in_x_serverless_authorization_is_verified(oidc_drain, google, stranger) -> None:
     drain = oidc_drain()
-    assert drain.post({"budgetSeconds": 0}, headers=bearer(google.token(), "X-Serverless-Authorization")).status_code == 200
-    assert drain.post({"budgetSeconds": 0}, headers=bearer(stranger.token(), "X-Serverless-Authorization")).status_code == 401
+    assert (
+        drain.post({"budgetSeconds": 0}, headers=bearer(google.token(), "X-Serverless-Authorization")).status_code
+        == 200
+    )
+    assert (
+        drain.post({"budgetSeconds": 0}, headers=bearer(stranger.token(), "X-Serverless-Authorization")).status_code
+        == 401
+    )
 
 
 def test_drain_token_and_oidc_can_both_be_configured(oidc_drain, google) -> None:

@@ -91,9 +91,7 @@ class FakeSecretManager:
     ) -> None:
         self._server.stop(grace=None)
 
-    def add(
-        self, project: str, secret: str, value: str | bytes, version: int | None = None
-    ) -> str:
+    def add(self, project: str, secret: str, value: str | bytes, version: int | None = None) -> str:
         """Store a version (next number if not given); return its resource name."""
         data = value.encode() if isinstance(value, str) else value
         with self._lock:

@@ -103,8 +103,7 @@ class Server:
         self._out = self.log.open("w")
         framework = str(Path(sys.executable).parent / "functions-framework")
         self.process = subprocess.Popen(
-            [framework, "--source", MAIN, "--target", target,
-             "--host", "127.0.0.1", "--port", str(self.port)],
+            [framework, "--source", MAIN, "--target", target, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
             stdout=self._out,
@@ -126,8 +125,9 @@ class Server:
         self._out.flush()
         return self.log.read_text()
 
-    def post(self, body: Any = None, *, raw: bytes | None = None, headers: dict[str, str] | None = None,
-             **kwargs: Any) -> requests.Response:
+    def post(
+        self, body: Any = None, *, raw: bytes | None = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
         headers = {"Content-Type": "application/json", **(headers or {})}
         data = raw if raw is not None else json.dumps(body).encode()
         return requests.post(self.url, data=data, headers=headers, timeout=15, **kwargs)

@@ -64,8 +64,15 @@ def test_signature_without_timestamp() -> None:
     auth.check_signature(body, signature, ["s3"])
     auth.check_signature(body, signature.upper().replace("SHA256=", "sha256="), ["s3"])
     auth.check_signature(body, signature, ["other", SecretStr("s3")])
-    for bad in (None, "", signature[:-1], signature.replace("sha256=", "sha1="), "sha256=" + "0" * 64,
-                signature + "00", "sha256=" + "zz" * 32):
+    for bad in (
+        None,
+        "",
+        signature[:-1],
+        signature.replace("sha256=", "sha1="),
+        "sha256=" + "0" * 64,
+        signature + "00",
+        "sha256=" + "zz" * 32,
+    ):
         with pytest.raises(Unauthenticated):
             auth.check_signature(body, bad, ["s3"])
     with pytest.raises(Unauthenticated):
@@ -85,5 +92,4 @@ def test_signature_with_timestamp_and_replay_window() -> None:
             auth.check_signature(body, signature, ["s3"], timestamp=stamp, now=lambda: 1700000000.0)
     with pytest.raises(Unauthenticated):
         # Signed without the timestamp, but sent with one: not the same message.
-        auth.check_signature(body, auth.sign(body, "s3"), ["s3"], timestamp="1700000000",
-                             now=lambda: 1700000000.0)
+        auth.check_signature(body, auth.sign(body, "s3"), ["s3"], timestamp="1700000000", now=lambda: 1700000000.0)

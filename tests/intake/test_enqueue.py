@@ -138,8 +138,10 @@ def test_unknown_dead_letter_queue_is_404(client, db) -> None:
         ({"name": QUEUE, "options": {"retryLimit": 10**12}}, ["options", "retryLimit"]),
         ({"name": QUEUE, "options": {"singletonKey": "é" * 513}}, ["options", "singletonKey"]),
         ({"name": QUEUE, "options": {"group": {"id": "g" * 1025}}}, ["options", "group", "id"]),
-        ({"jobs": [{"name": QUEUE, "options": {"id": ID}}, {"name": QUEUE, "options": {"id": ID}}]},
-         ["jobs", 1, "options", "id"]),
+        (
+            {"jobs": [{"name": QUEUE, "options": {"id": ID}}, {"name": QUEUE, "options": {"id": ID}}]},
+            ["jobs", 1, "options", "id"],
+        ),
         ({"name": QUEUE, "options": {"startAfter": "tomorrow"}}, ["options", "startAfter"]),
         ({"name": QUEUE, "options": {"id": "not-a-uuid"}}, ["options", "id"]),
         ({"name": QUEUE, "options": []}, ["options"]),
@@ -176,8 +178,16 @@ def test_errors_never_echo_the_input(client, db) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"name": "x",}', b"", b"\xff\xfe{}", b'{"name": "\xc3\x28"}', b"NaN",
-     b'{"name": "q", "data": 1e999}', b'{"data": ' + b"1" * 5000 + b"}"],
+    [
+        b"{",
+        b'{"name": "x",}',
+        b"",
+        b"\xff\xfe{}",
+        b'{"name": "\xc3\x28"}',
+        b"NaN",
+        b'{"name": "q", "data": 1e999}',
+        b'{"data": ' + b"1" * 5000 + b"}",
+    ],
 )
 def test_malformed_body_is_400(client, db, raw) -> None:
     refused(client, db, 400, raw=raw)
@@ -324,14 +334,20 @@ def test_the_same_id_in_two_queues_is_two_jobs(client, db) -> None:
 
 def test_job_rows_carry_the_options_sent(client, db) -> None:
     options = {
-        "priority": 2, "retryLimit": 4, "retryDelay": 3, "retryBackoff": True, "retryDelayMax": 60,
-        "expireInSeconds": 120, "retentionSeconds": 3600, "deleteAfterSeconds": 600,
-        "singletonKey": "s", "group": {"id": "tenant-1", "tier": "gold"}, "startAfter": 30,
+        "priority": 2,
+        "retryLimit": 4,
+        "retryDelay": 3,
+        "retryBackoff": True,
+        "retryDelayMax": 60,
+        "expireInSeconds": 120,
+        "retentionSeconds": 3600,
+        "deleteAfterSeconds": 600,
+        "singletonKey": "s",
+        "group": {"id": "tenant-1", "tier": "gold"},
+        "startAfter": 30,
     }
     assert post(client, {"name": QUEUE, "data": [1, "two"], "options": options}).status_code == 201
-    row = db.run(
-        f"SELECT *, start_after - created_on AS delay, keep_until - start_after AS keep FROM {SCHEMA}.job"
-    )[0]
+    row = db.run(f"SELECT *, start_after - created_on AS delay, keep_until - start_after AS keep FROM {SCHEMA}.job")[0]
     assert (row["priority"], row["retry_limit"], row["retry_delay"], row["retry_backoff"]) == (2, 4, 3, True)
     assert (row["retry_delay_max"], row["expire_seconds"], row["deletion_seconds"]) == (60, 120, 600)
     assert (row["singleton_key"], row["group_id"], row["group_tier"]) == ("s", "tenant-1", "gold")

@@ -19,8 +19,15 @@ WEBHOOK_AUTH = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
 @pytest.fixture(scope="module")
 def node(module_database: str) -> Iterator[NodeBoss]:
     with NodeBoss(module_database, SCHEMA, supervise=False, schedule=False, migrate=False) as boss:
-        for queue in ("interop-one", "interop-batch-a", "interop-batch-b", "interop-dlq",
-                      "document-process", "document-index", "audit"):
+        for queue in (
+            "interop-one",
+            "interop-batch-a",
+            "interop-batch-b",
+            "interop-dlq",
+            "document-process",
+            "document-index",
+            "audit",
+        ):
             boss.call("createQueue", queue)
         yield boss
 
@@ -43,12 +50,19 @@ def received(node: NodeBoss, queue: str, count: int = 1) -> list[dict]:
 
 
 def test_a_job_reaches_a_node_worker_with_its_data_and_options(enqueue, node) -> None:
-    data = {"document": {"id": 42, "tags": ["a", "é", "☃"]}, "ratio": 0.25, "ok": True, "none": None,
-            "big": 2**53 + 1}
+    data = {"document": {"id": 42, "tags": ["a", "é", "☃"]}, "ratio": 0.25, "ok": True, "none": None, "big": 2**53 + 1}
     options = {
-        "priority": 9, "retryLimit": 4, "retryDelay": 3, "retryBackoff": True, "retryDelayMax": 90,
-        "expireInSeconds": 120, "retentionSeconds": 7200, "deleteAfterSeconds": 600,
-        "singletonKey": "doc-42", "deadLetter": "interop-dlq", "group": {"id": "tenant-1", "tier": "gold"},
+        "priority": 9,
+        "retryLimit": 4,
+        "retryDelay": 3,
+        "retryBackoff": True,
+        "retryDelayMax": 90,
+        "expireInSeconds": 120,
+        "retentionSeconds": 7200,
+        "deleteAfterSeconds": 600,
+        "singletonKey": "doc-42",
+        "deadLetter": "interop-dlq",
+        "group": {"id": "tenant-1", "tier": "gold"},
         "startAfter": "2020-01-02T03:04:05+00:00",
     }
     body = {"name": "interop-one", "data": data, "options": options}
@@ -79,9 +93,13 @@ def test_a_batch_reaches_node_workers_in_full(enqueue, node, module_db) -> None:
 
 
 def test_a_webhook_delivery_reaches_node_workers_once(webhook, node, module_db) -> None:
-    event = {"type": "INSERT", "table": "documents", "schema": "public",
-             "record": {"id": 7, "project_id": 1, "storage_path": "x/7.pdf", "status": "new"},
-             "old_record": None}
+    event = {
+        "type": "INSERT",
+        "table": "documents",
+        "schema": "public",
+        "record": {"id": 7, "project_id": 1, "storage_path": "x/7.pdf", "status": "new"},
+        "old_record": None,
+    }
     first = webhook.post(event, headers=WEBHOOK_AUTH)
     assert first.status_code == 202, first.text
     with unchanged(module_db):

@@ -24,8 +24,7 @@ KEY = {"Authorization": f"Bearer {API_KEY}"}
 @pytest.fixture(scope="module")
 def enqueue(serve, module_db) -> Server:
     create_queues(module_db, QUEUE, *ROUTE_QUEUES)
-    return serve("enqueue", API_KEYS=f"{API_KEY},rotated-key-2", ENQUEUE_MAX_BODY_BYTES="4096",
-                 ENQUEUE_MAX_BATCH="5")
+    return serve("enqueue", API_KEYS=f"{API_KEY},rotated-key-2", ENQUEUE_MAX_BODY_BYTES="4096", ENQUEUE_MAX_BATCH="5")
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +111,13 @@ def test_enqueue_wrong_content_type_and_method(enqueue, module_db) -> None:
 
 
 def test_webhook_accepts_ignores_and_deduplicates(webhook, module_db) -> None:
-    event = {"type": "INSERT", "table": "documents", "schema": "public",
-             "record": {"id": 99, "storage_path": "p"}, "old_record": None}
+    event = {
+        "type": "INSERT",
+        "table": "documents",
+        "schema": "public",
+        "record": {"id": 99, "storage_path": "p"},
+        "old_record": None,
+    }
     first = webhook.post(event, headers={"X-Webhook-Secret": WEBHOOK_SECRET})
     assert first.status_code == 202
     with unchanged(module_db):
@@ -124,8 +128,9 @@ def test_webhook_accepts_ignores_and_deduplicates(webhook, module_db) -> None:
 
 
 def test_webhook_signed_delivery(webhook) -> None:
-    raw = json.dumps({"type": "INSERT", "table": "documents", "schema": "public",
-                      "record": {"id": 100}, "old_record": None}).encode()
+    raw = json.dumps(
+        {"type": "INSERT", "table": "documents", "schema": "public", "record": {"id": 100}, "old_record": None}
+    ).encode()
     response = webhook.post(raw=raw, headers={"X-Webhook-Signature": auth.sign(raw, WEBHOOK_SECRET)})
     assert response.status_code == 202
 
@@ -138,8 +143,7 @@ def test_webhook_signed_delivery(webhook) -> None:
         (b"{}", {"X-Webhook-Signature": "sha256=" + "0" * 64}, 401),
         (b"{", {"X-Webhook-Secret": WEBHOOK_SECRET}, 400),
         (b'{"type": "\xc3"}', {"X-Webhook-Secret": WEBHOOK_SECRET}, 400),
-        (b'{"type": "TRUNCATE", "table": "documents", "schema": "public"}',
-         {"X-Webhook-Secret": WEBHOOK_SECRET}, 422),
+        (b'{"type": "TRUNCATE", "table": "documents", "schema": "public"}', {"X-Webhook-Secret": WEBHOOK_SECRET}, 422),
         (b"{" + b" " * 5000 + b"}", {"X-Webhook-Secret": WEBHOOK_SECRET}, 413),
     ],
 )
@@ -153,8 +157,7 @@ def test_database_unreachable_is_503(serve) -> None:
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
     hook = serve("webhook", DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres", **routes_env())
-    event = {"type": "DELETE", "table": "documents", "schema": "public",
-             "record": None, "old_record": {"id": 1}}
+    event = {"type": "DELETE", "table": "documents", "schema": "public", "record": None, "old_record": {"id": 1}}
     assert hook.post(event, headers={"X-Webhook-Secret": WEBHOOK_SECRET}).status_code == 503
 
 

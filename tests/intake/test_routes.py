@@ -36,7 +36,7 @@ def test_the_example_file_is_a_valid_routes_table() -> None:
     settings = Settings.from_environ({"WEBHOOK_ROUTES_FILE": str(EXAMPLE)})
     table = settings.webhook_routes_table
     assert table is not None
-    assert [r.queue for r in table.routes][0] == "document-process"
+    assert next(r.queue for r in table.routes) == "document-process"
     matched = table.jobs_for(event(record={"id": 7, "project_id": 2, "storage_path": "a/b.pdf"}))
     assert [(r.name, j.data) for r, j in matched] == [
         ("document-uploaded", {"documentId": 7, "projectId": 2, "storagePath": "a/b.pdf"})
@@ -56,19 +56,26 @@ def test_inline_json_and_file_are_equivalent(tmp_path) -> None:
     [
         ({"WEBHOOK_ROUTES": "{"}, "WEBHOOK_ROUTES: Value error, not valid JSON"),
         ({"WEBHOOK_ROUTES_FILE": "/no/such/file.json"}, "WEBHOOK_ROUTES_FILE: Value error, cannot read"),
-        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "queue": "bad queue"}]})},
-         "WEBHOOK_ROUTES.routes.0.queue"),
-        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "events": ["TRUNCATE"]}]})},
-         "WEBHOOK_ROUTES.routes.0.events.0"),
+        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "queue": "bad queue"}]})}, "WEBHOOK_ROUTES.routes.0.queue"),
+        (
+            {"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "events": ["TRUNCATE"]}]})},
+            "WEBHOOK_ROUTES.routes.0.events.0",
+        ),
         ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "events": []}]})}, "routes.0.events"),
         ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "tabel": "x"}]})}, "routes.0.tabel"),
-        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "options": {"retryDelay": -1}}]})},
-         "routes.0.options.retryDelay"),
-        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "options": {"id": str(uuid.uuid4())}}]})},
-         "options.id cannot be set"),
+        (
+            {"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "options": {"retryDelay": -1}}]})},
+            "routes.0.options.retryDelay",
+        ),
+        (
+            {"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "options": {"id": str(uuid.uuid4())}}]})},
+            "options.id cannot be set",
+        ),
         ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "data": {"x": "recrod.id"}}]})}, "data.x"),
-        ({"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "when": {"changed": ["status"]}}]})},
-         'events must be ["UPDATE"]'),
+        (
+            {"WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "when": {"changed": ["status"]}}]})},
+            'events must be ["UPDATE"]',
+        ),
         ({"WEBHOOK_ROUTES": json.dumps({"routes": [BASE, BASE]})}, "route names must be unique; repeated: r"),
         ({"WEBHOOK_ROUTES": json.dumps(ROUTES), "WEBHOOK_ROUTES_FILE": str(EXAMPLE)}, "not both"),
     ],
@@ -81,10 +88,12 @@ def test_bad_routes_are_named_at_startup(environ: dict[str, str], expected: str)
 
 def test_a_bad_routes_table_stops_the_function_at_cold_start() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import functions_framework as f; f.create_app('webhook', %r)" % MAIN],
+        [sys.executable, "-c", f"import functions_framework as f; f.create_app('webhook', {MAIN!r})"],
         cwd=ROOT,
         env={"PATH": os.environ["PATH"], "WEBHOOK_ROUTES": json.dumps({"routes": [{**BASE, "queue": ""}]})},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "invalid settings: WEBHOOK_ROUTES.routes.0.queue" in result.stderr
@@ -103,6 +112,7 @@ def test_changed_and_equals_filters() -> None:
 
     def hits(new, old):
         return len(table.jobs_for(event("UPDATE", new, old)))
+
     assert hits({"id": 1, "status": "ready"}, {"id": 1, "status": "new"}) == 1
     assert hits({"id": 1, "status": "ready"}, {"id": 1, "status": "ready", "x": 1}) == 0
     assert hits({"id": 1, "status": "failed"}, {"id": 1, "status": "new"}) == 0
@@ -125,14 +135,39 @@ def test_equals_looks_at_the_deleted_row_for_delete() -> None:
 
 def test_job_data_defaults_to_the_whole_event_and_can_pick_fields() -> None:
     whole = routes(BASE).jobs_for(event(record={"id": 1}, extra_field="ignored"))[0][1].data
-    assert whole == {"type": "INSERT", "schema": "public", "table": "documents", "record": {"id": 1},
-                     "old_record": None}
-    picked = routes({**BASE, "events": ["UPDATE"], "data": {
-        "id": "record.id", "was": "old_record.status", "missing": "record.nope", "op": "type",
-        "row": "record", "where": "table",
-    }}).jobs_for(event("UPDATE", {"id": 1, "status": "b"}, {"id": 1, "status": "a"}))[0][1].data
-    assert picked == {"id": 1, "was": "a", "missing": None, "op": "UPDATE", "row": {"id": 1, "status": "b"},
-                      "where": "documents"}
+    assert whole == {
+        "type": "INSERT",
+        "schema": "public",
+        "table": "documents",
+        "record": {"id": 1},
+        "old_record": None,
+    }
+    picked = (
+        routes(
+            {
+                **BASE,
+                "events": ["UPDATE"],
+                "data": {
+                    "id": "record.id",
+                    "was": "old_record.status",
+                    "missing": "record.nope",
+                    "op": "type",
+                    "row": "record",
+                    "where": "table",
+                },
+            }
+        )
+        .jobs_for(event("UPDATE", {"id": 1, "status": "b"}, {"id": 1, "status": "a"}))[0][1]
+        .data
+    )
+    assert picked == {
+        "id": 1,
+        "was": "a",
+        "missing": None,
+        "op": "UPDATE",
+        "row": {"id": 1, "status": "b"},
+        "where": "documents",
+    }
 
 
 def test_route_options_are_sent_with_a_derived_id() -> None:
@@ -147,6 +182,7 @@ def test_job_id_is_the_same_for_the_same_event_and_differs_otherwise() -> None:
 
     def ids(**kwargs):
         return [job.options.id for _, job in table.jobs_for(event(**kwargs))]
+
     first = ids(record={"id": 1, "a": [1, 2], "b": {"y": 1, "x": 2}})
     # Same rows, keys in another order: the same event.
     assert ids(record={"b": {"x": 2, "y": 1}, "a": [1, 2], "id": 1}) == first

@@ -286,6 +286,8 @@ def test_old_and_new_secret_both_work_while_rotating(client_for, db) -> None:
     old = post(client, supabase(record={**DOCUMENT, "id": 1}))
     new = post(client, supabase(record={**DOCUMENT, "id": 2}), headers={"X-Webhook-Secret": "brand-new-secret-0123"})
     signed_raw = json.dumps(supabase(record={**DOCUMENT, "id": 3})).encode()
-    signed = post(client, raw=signed_raw, headers={"X-Webhook-Signature": auth.sign(signed_raw, "brand-new-secret-0123")})
+    signed = post(
+        client, raw=signed_raw, headers={"X-Webhook-Signature": auth.sign(signed_raw, "brand-new-secret-0123")}
+    )
     assert (old.status_code, new.status_code, signed.status_code) == (202, 202, 202)
     refused(client, db, 401, supabase(record={**DOCUMENT, "id": 4}), headers={"X-Webhook-Secret": "retired-secret"})

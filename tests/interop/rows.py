@@ -158,7 +158,6 @@ def age(db: Database, queue: str, column: str, seconds: float, ids: Iterable[str
     if ids is not None:
         params["ids"] = list(ids)
     db.run(
-        f"UPDATE {SCHEMA}.job SET {column} = {column} - make_interval(secs => :seconds)"
-        f" WHERE name = :name{where}",
+        f"UPDATE {SCHEMA}.job SET {column} = {column} - make_interval(secs => :seconds) WHERE name = :name{where}",
         params,
     )

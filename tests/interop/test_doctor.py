@@ -34,9 +34,7 @@ def doctor(database_url: str) -> subprocess.CompletedProcess[str]:
 
 def _use_every_verb(boss: PgBoss, db: Database) -> None:
     boss.create_queue("dlq")
-    boss.create_queue(
-        "q", QueueOptions(dead_letter="dlq", retry_limit=0, expire_in_seconds=5, heartbeat_seconds=10)
-    )
+    boss.create_queue("q", QueueOptions(dead_letter="dlq", retry_limit=0, expire_in_seconds=5, heartbeat_seconds=10))
     for policy in ("standard", "short", "singleton", "stately", "exclusive", "key_strict_fifo"):
         boss.create_queue(f"own-{policy}", QueueOptions(policy=policy, partition=True, notify=True))
         boss.send(f"own-{policy}", {"p": policy}, SendOptions(singleton_key="k"))
@@ -74,9 +72,7 @@ def _use_every_verb(boss: PgBoss, db: Database) -> None:
     boss.fail_expired("q")
     boss.cancel("q", [job.id for job in jobs[11:]])
     boss.resume("q", [job.id for job in jobs[11:]])
-    failed = [
-        row["id"] for row in db.run("SELECT id::text FROM pgboss.job WHERE name = 'q' AND state = 'failed'")
-    ]
+    failed = [row["id"] for row in db.run("SELECT id::text FROM pgboss.job WHERE name = 'q' AND state = 'failed'")]
     boss.retry("q", failed[:1])
     boss.delete_jobs("q", failed[1:2])
     dead = boss.fetch("dlq", 100)

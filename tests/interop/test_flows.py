@@ -77,9 +77,7 @@ def test_fan_in_needs_every_parent(twin: Twin, node_actor: NodeActor, node_boss:
     run.assert_same()
 
 
-def test_parent_failed_for_good_holds_its_child(
-    twin: Twin, node_actor: NodeActor, node_boss: NodeBoss
-) -> None:
+def test_parent_failed_for_good_holds_its_child(twin: Twin, node_actor: NodeActor, node_boss: NodeBoss) -> None:
     def scenario(actor: Actor, names: Names) -> list[str]:
         node_actor.create_queue(names("q"), retryLimit=0)
         _flow(

@@ -63,9 +63,7 @@ def test_tiered_limits_leave_room_for_active_jobs(actor: Actor, observer: Actor,
     assert len(b.fetch("q", 4)) == 4
     for group, tier, count in (("vip-full", "vip", 3), ("vip", "vip", 3), ("default", None, 2)):
         for n in range(count):
-            a.send(
-                "q", {"group": group, "n": n}, group={"id": group, "tier": tier} if tier else {"id": group}
-            )
+            a.send("q", {"group": group, "n": n}, group={"id": group, "tier": tier} if tier else {"id": group})
     claims = a.fetch("q", 10, groupConcurrency=TIERED)
     assert Counter(claim.data["group"] for claim in claims) == {"vip": 2, "default": 1}
     assert b.fetch("q", 10, groupConcurrency=TIERED) == []
@@ -88,9 +86,7 @@ def test_first_group_fetch_matches_pg_boss(twin: Twin, node_actor: NodeActor) ->
     assert run.results["python"] == run.results["node"]
 
 
-def test_limits_hold_while_both_clients_race(
-    python_actor: Actor, node_actor: NodeActor, db: Database
-) -> None:
+def test_limits_hold_while_both_clients_race(python_actor: Actor, node_actor: NodeActor, db: Database) -> None:
     rng = random.Random(19)
     python_actor.create_queue("q")
     groups = [("a", "vip"), ("b", "vip"), ("c", None), ("d", "basic"), (None, None)]

@@ -134,8 +134,7 @@ def test_throttled_rows_match_pg_boss(twin: Twin, db: Database) -> None:
     def scenario(actor: Actor, names: Names) -> list[bool]:
         actor.create_queue(names("q"))
         sent = [
-            actor.send(names("q"), {"tag": f"throttle {n}"}, singletonSeconds=SLOT, singletonKey="k")
-            for n in range(2)
+            actor.send(names("q"), {"tag": f"throttle {n}"}, singletonSeconds=SLOT, singletonKey="k") for n in range(2)
         ]
         sent += [
             actor.send(names("q"), {"tag": f"debounce {n}"}, singletonSeconds=SLOT, singletonNextSlot=True)
@@ -210,9 +209,7 @@ def test_cancel_resume_rows_match_pg_boss(twin: Twin, node_actor: NodeActor) -> 
 # -- #18 deletion ---------------------------------------------------------------------------------
 
 
-def test_pg_boss_maintenance_deletes_what_we_finished(
-    python_actor: Actor, node_boss: NodeBoss, db: Database
-) -> None:
+def test_pg_boss_maintenance_deletes_what_we_finished(python_actor: Actor, node_boss: NodeBoss, db: Database) -> None:
     python_actor.create_queue("q", deleteAfterSeconds=1)
     python_actor.create_queue("keep", deleteAfterSeconds=0)
     gone = python_actor.send("q", {"n": 1})
@@ -250,9 +247,7 @@ def test_delete_jobs_in_any_state(actor: Actor, observer: Actor, db: Database) -
 
 
 @pytest.mark.parametrize("verb", ["cancel", "resume", "retry", "delete"])
-def test_job_verbs_address_jobs_by_queue_and_id(
-    verb: str, actor: Actor, observer: Actor, db: Database
-) -> None:
+def test_job_verbs_address_jobs_by_queue_and_id(verb: str, actor: Actor, observer: Actor, db: Database) -> None:
     """Ids are unique per queue only: a verb on queue A never touches the same id in queue B."""
     observer.create_queue("a", retryLimit=0)
     observer.create_queue("b", retryLimit=0)

@@ -77,9 +77,9 @@ def _notifications(db: Database, boss: PgBoss, act: object) -> list[tuple[str, s
 
 
 def test_channel_is_pg_boss_own(boss: PgBoss, db: Database) -> None:
-    expected = db.run(
-        "SELECT 'pgboss_' || left(encode(sha224(convert_to('pgboss', 'UTF8')), 'hex'), 24) AS channel"
-    )[0]["channel"]
+    expected = db.run("SELECT 'pgboss_' || left(encode(sha224(convert_to('pgboss', 'UTF8')), 'hex'), 24) AS channel")[
+        0
+    ]["channel"]
     assert boss.notify_channel == expected == "pgboss_454650302e472074f72063fd"
 
 
@@ -91,9 +91,7 @@ def test_notify_rules_are_the_same_for_both_clients(
     listener = Database(database_url)
     try:
         due = _notifications(listener, boss, lambda: actor.send("loud", {"n": 1}))
-        batch = _notifications(
-            listener, boss, lambda: actor.insert("loud", [{"data": {"n": n}} for n in range(5)])
-        )
+        batch = _notifications(listener, boss, lambda: actor.insert("loud", [{"data": {"n": n}} for n in range(5)]))
         later = _notifications(listener, boss, lambda: actor.send("loud", {"n": 2}, startAfter=60))
         silent = _notifications(listener, boss, lambda: actor.send("quiet", {"n": 3}))
         deduped = _notifications(

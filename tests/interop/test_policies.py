@@ -74,9 +74,7 @@ def test_singleton_key_blocks_only_its_own_key(actor: Actor, observer: Actor, pa
     assert len(b.fetch(q)) == 1
 
 
-def test_singleton_batch_takes_one_job_per_key(
-    actor: Actor, observer: Actor, partition: bool, db: Database
-) -> None:
+def test_singleton_batch_takes_one_job_per_key(actor: Actor, observer: Actor, partition: bool, db: Database) -> None:
     a, b = actor, observer
     q = _queue(b, "singleton", partition)
     b.send(q)
@@ -91,9 +89,7 @@ def test_singleton_batch_takes_one_job_per_key(
     assert job_row(db, q, last.id)["singleton_key"] == "a"
 
 
-def test_stately_allows_one_job_per_state(
-    actor: Actor, observer: Actor, partition: bool, db: Database
-) -> None:
+def test_stately_allows_one_job_per_state(actor: Actor, observer: Actor, partition: bool, db: Database) -> None:
     a, b = actor, observer
     q = _queue(a, "stately", partition)
     first = b.send(q, None, retryLimit=1)
@@ -183,12 +179,7 @@ def test_key_strict_fifo_requires_a_key(actor: Actor, observer: Actor, partition
     assert _refused(lambda: actor.insert(q, [{"data": {"n": 1}, "singletonKey": "k"}, {"data": {"n": 2}}]))
     assert db.run("SELECT count(*) AS n FROM pgboss.job WHERE name = 'q'")[0]["n"] == 0
     assert (
-        len(
-            actor.insert(
-                q, [{"data": {"n": 1}, "singletonKey": "k1"}, {"data": {"n": 2}, "singletonKey": "k2"}]
-            )
-        )
-        == 2
+        len(actor.insert(q, [{"data": {"n": 1}, "singletonKey": "k1"}, {"data": {"n": 2}, "singletonKey": "k2"}])) == 2
     )
     assert len(observer.fetch(q, 2)) == 2
 
@@ -226,9 +217,7 @@ def test_key_strict_fifo_holds_the_key_during_retry(
     b.fail(q, [claim], ERROR)
     assert state_of(db, q, first) == "retry"
     assert a.fetch(q) == [] and b.fetch(q) == []
-    db.run(
-        "UPDATE pgboss.job SET start_after = now() WHERE name = 'q' AND id = CAST(:id AS uuid)", {"id": first}
-    )
+    db.run("UPDATE pgboss.job SET start_after = now() WHERE name = 'q' AND id = CAST(:id AS uuid)", {"id": first})
     [again] = b.fetch(q)
     assert (again.id, again.retry_count) == (first, 1)
     assert a.complete(q, [again]) == 1

@@ -26,9 +26,7 @@ BATCH = 10
 TIMEOUT = 120.0
 
 
-def _drain(
-    url: str, name: str, start: threading.Barrier, claims: list[str], errors: list[BaseException]
-) -> None:
+def _drain(url: str, name: str, start: threading.Barrier, claims: list[str], errors: list[BaseException]) -> None:
     db = Database(url)
     boss = PgBoss(db, "pgboss")
     try:
@@ -37,9 +35,7 @@ def _drain(
         while time.monotonic() < deadline:
             jobs = boss.fetch("race", BATCH)
             if not jobs:
-                left = db.run(
-                    "SELECT count(*) AS n FROM pgboss.job WHERE name = 'race' AND state < 'completed'"
-                )
+                left = db.run("SELECT count(*) AS n FROM pgboss.job WHERE name = 'race' AND state < 'completed'")
                 if left[0]["n"] == 0:
                     return
                 time.sleep(0.005)
@@ -60,9 +56,7 @@ def test_node_worker_and_two_python_loops_drain_without_duplicates(
 ) -> None:
     node_boss.call("createQueue", "race")
     ours = boss.insert([JobRequest("race", {"n": n}) for n in range(JOBS // 2)])
-    theirs = node_boss.call(
-        "insert", "race", [{"data": {"n": n}} for n in range(JOBS // 2, JOBS)], {"returnId": True}
-    )
+    theirs = node_boss.call("insert", "race", [{"data": {"n": n}} for n in range(JOBS // 2, JOBS)], {"returnId": True})
     sent = set(ours) | set(theirs)
     assert len(sent) == JOBS
 
@@ -167,8 +161,7 @@ def test_racing_settles_on_the_same_claims_settle_each_job_once(
     assert sum(states.values()) == SETTLE_JOBS
     assert set(states) <= {"completed", "failed"}
     copies = db.run(
-        "SELECT count(*)::int AS n, count(DISTINCT source_id)::int AS sources"
-        " FROM pgboss.job WHERE name = 'dlq'"
+        "SELECT count(*)::int AS n, count(DISTINCT source_id)::int AS sources FROM pgboss.job WHERE name = 'dlq'"
     )[0]
     assert copies["n"] == copies["sources"] == states.get("failed", 0)
     print(f"{ours} vs {theirs}:", states)

@@ -328,9 +328,7 @@ def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, par
     assert ("dlq", "own dlq") not in rows
 
 
-def test_dead_lettered_job_is_fetched_by_the_other_client(
-    actor: Actor, observer: Actor, db: Database
-) -> None:
+def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer: Actor, db: Database) -> None:
     observer.create_queue("dlq")
     observer.create_queue("q", deadLetter="dlq", retryLimit=0)
     job_id = observer.send("q", {"key": "value"})

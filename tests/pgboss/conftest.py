@@ -49,8 +49,7 @@ def job_rows(db: Database, name: str) -> list[dict[str, Any]]:
 
 def dead_letters(db: Database, name: str, source_id: str) -> list[dict[str, Any]]:
     return db.run(
-        f"SELECT *, state::text AS state FROM {SCHEMA}.job "
-        "WHERE name = :name AND source_id = CAST(:id AS uuid)",
+        f"SELECT *, state::text AS state FROM {SCHEMA}.job WHERE name = :name AND source_id = CAST(:id AS uuid)",
         {"name": name, "id": source_id},
     )
 

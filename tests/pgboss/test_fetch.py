@@ -47,9 +47,7 @@ def test_fetch_takes_higher_priority_then_older_jobs_first(boss: PgBoss, queue: 
     assert [job.id for job in drain_one_by_one(boss, "ordered")] == [ids[1], ids[3], ids[2], ids[0], ids[4]]
 
 
-def test_jobs_are_not_fetched_before_start_after(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_jobs_are_not_fetched_before_start_after(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("delayed")
     job_id = boss.send("delayed", None, SendOptions(startAfter=30))
     assert boss.fetch("delayed") == []
@@ -93,9 +91,7 @@ def test_fetch_refuses_internal_and_missing_queues(boss: PgBoss) -> None:
 
 
 @pytest.mark.parametrize("policy", ["singleton", "stately"])
-def test_singleton_policies_claim_one_active_job_per_key(
-    boss: PgBoss, queue: Callable[..., str], policy: str
-) -> None:
+def test_singleton_policies_claim_one_active_job_per_key(boss: PgBoss, queue: Callable[..., str], policy: str) -> None:
     queue("single", policy=policy)
     # stately keeps one queued job per key, singleton any number
     keys = ["a", "a", "b", None, None] if policy == "singleton" else ["a", "b", None]
@@ -112,9 +108,7 @@ def test_singleton_policies_claim_one_active_job_per_key(
     assert next_a.singleton_key == "a"
 
 
-def test_a_lost_singleton_race_is_an_empty_fetch(
-    boss: PgBoss, other_db: Database, queue: Callable[..., str]
-) -> None:
+def test_a_lost_singleton_race_is_an_empty_fetch(boss: PgBoss, other_db: Database, queue: Callable[..., str]) -> None:
     queue("race", policy="singleton")
     boss.send("race", 1)
     boss.send("race", 2)
@@ -155,9 +149,7 @@ def test_key_strict_fifo_fetches_each_key_in_order(boss: PgBoss, queue: Callable
     assert [job.id for job in boss.fetch("fifo", 10)] == [a2]
 
 
-def test_key_strict_fifo_key_is_freed_by_deleting_the_failed_job(
-    boss: PgBoss, queue: Callable[..., str]
-) -> None:
+def test_key_strict_fifo_key_is_freed_by_deleting_the_failed_job(boss: PgBoss, queue: Callable[..., str]) -> None:
     queue("fifo_del", policy="key_strict_fifo", retryLimit=0)
     a1, a2 = (boss.send("fifo_del", n, SendOptions(singletonKey="A")) for n in range(2))
     (job,) = boss.fetch("fifo_del", 5)

@@ -112,17 +112,13 @@ def test_a_send_without_options_writes_the_row_node_writes(
         assert row["start_after"] == row["created_on"]
 
 
-def test_delayed_sends_match(
-    boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]
-) -> None:
+def test_delayed_sends_match(boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]) -> None:
     queues("delays")
     py_id = boss.send("delays", 1, SendOptions(startAfter=120))
     node_id = node_boss.call("send", "delays", 1, {"startAfter": 120})
     for job_id in (py_id, node_id):
         assert 115 < seconds_until(db, "delays", job_id) <= 120
-    assert without(job_row(db, "delays", py_id), *VOLATILE) == without(
-        job_row(db, "delays", node_id), *VOLATILE
-    )
+    assert without(job_row(db, "delays", py_id), *VOLATILE) == without(job_row(db, "delays", node_id), *VOLATILE)
 
 
 def test_debounce_matches_send_debounced(
@@ -141,9 +137,7 @@ def test_debounce_matches_send_debounced(
         assert without(py_row, *volatile) == without(node_row, *volatile)
 
 
-def test_policies_dedupe_across_both_clients(
-    boss: PgBoss, node_boss: NodeBoss, queues: Callable[..., None]
-) -> None:
+def test_policies_dedupe_across_both_clients(boss: PgBoss, node_boss: NodeBoss, queues: Callable[..., None]) -> None:
     queues("short_shared", policy="short")
     assert node_boss.call("send", "short_shared", 1, {"singletonKey": "k"}) is not None
     assert boss.send("short_shared", 2, SendOptions(singletonKey="k")) is None
@@ -206,9 +200,7 @@ def test_fail_retry_and_dead_letter_match_node(
     assert (py_copy["source_name"], py_copy["source_output"], py_copy["retry_limit"]) == ("twin", error, 5)
 
 
-def test_complete_matches_node(
-    boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]
-) -> None:
+def test_complete_matches_node(boss: PgBoss, db: Database, node_boss: NodeBoss, queues: Callable[..., None]) -> None:
     queues("done_twin")
     for output in ({"ok": 1}, "text", None):
         node_boss.call("send", "done_twin", DATA)
@@ -267,9 +259,7 @@ def test_a_node_worker_receives_python_jobs_exactly(
 
 
 def test_our_notify_wakes_a_listening_node_worker(boss: PgBoss, database_url: str) -> None:
-    with NodeBoss(
-        database_url, SCHEMA, supervise=False, schedule=False, migrate=False, useListenNotify=True
-    ) as node:
+    with NodeBoss(database_url, SCHEMA, supervise=False, schedule=False, migrate=False, useListenNotify=True) as node:
         node.call("createQueue", "woken", {"notify": True})
         node.work("woken", {"behavior": "complete"}, pollingIntervalSeconds=20)
         time.sleep(1)  # let the worker finish its first (empty) poll and the listener start

@@ -18,9 +18,7 @@ from tests.pgboss.conftest import age, job_row
 
 def test_cancel_stops_queued_and_active_jobs(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("stop")
-    running, finished, waiting = boss.insert(
-        [JobRequest("stop", n, SendOptions(priority=3 - n)) for n in range(3)]
-    )
+    running, finished, waiting = boss.insert([JobRequest("stop", n, SendOptions(priority=3 - n)) for n in range(3)])
     assert [job.id for job in boss.fetch("stop")] == [running]
     (job,) = boss.fetch("stop")
     boss.complete("stop", [(job, None)])
@@ -49,25 +47,18 @@ def test_resume_queues_cancelled_jobs_again(boss: PgBoss, db: Database, queue: C
     assert boss.fetch("pause")[0].retry_count == 1
 
 
-def test_resume_and_delete_keep_pg_boss_retained_count(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_resume_and_delete_keep_pg_boss_retained_count(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("kept")
     ids = boss.insert([JobRequest("kept", n) for n in range(3)])
     boss.cancel("kept", ids)
-    db.run(
-        f"UPDATE {SCHEMA}.queue SET retained_count = 3, total_count = 3, retained_on = now() "
-        "WHERE name = 'kept'"
-    )
+    db.run(f"UPDATE {SCHEMA}.queue SET retained_count = 3, total_count = 3, retained_on = now() WHERE name = 'kept'")
     assert boss.resume("kept", ids[:1]) == 1
     assert boss.delete_jobs("kept", ids[1:]) == 2
     counts = db.run(f"SELECT retained_count, total_count FROM {SCHEMA}.queue WHERE name = 'kept'")[0]
     assert counts == {"retained_count": 0, "total_count": 1}
 
 
-def test_retry_gives_a_failed_job_one_more_attempt(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_retry_gives_a_failed_job_one_more_attempt(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("redo", retryLimit=0)
     job_id = boss.send("redo")
     (job,) = boss.fetch("redo")

@@ -92,9 +92,7 @@ def test_expire_in_seconds_accepts_the_24_hour_maximum() -> None:
 
 
 def test_start_after_date_times_without_a_zone_are_utc() -> None:
-    assert SendOptions(startAfter="2030-01-02T03:04:05").start_after == datetime(
-        2030, 1, 2, 3, 4, 5, tzinfo=UTC
-    )
+    assert SendOptions(startAfter="2030-01-02T03:04:05").start_after == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert SendOptions(startAfter="2030-01-02").start_after == datetime(2030, 1, 2, tzinfo=UTC)
     zoned = SendOptions(startAfter="2030-01-02T03:04:05+05:30").start_after
     assert zoned == datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30)))

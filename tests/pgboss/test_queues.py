@@ -103,9 +103,7 @@ def test_a_missing_dead_letter_queue_is_refused(boss: PgBoss, db: Database) -> N
     ("name", "options", "field"),
     [("bad name", None, "name"), ("", None, "name"), ("self", QueueOptions(deadLetter="self"), "deadLetter")],
 )
-def test_invalid_queues_are_refused(
-    boss: PgBoss, name: str, options: QueueOptions | None, field: str
-) -> None:
+def test_invalid_queues_are_refused(boss: PgBoss, name: str, options: QueueOptions | None, field: str) -> None:
     with pytest.raises(InvalidQueue) as caught:
         boss.create_queue(name, options)
     assert caught.value.errors[0]["loc"] == [field]

@@ -16,9 +16,7 @@ from shared.pgboss.models import JobRequest, SendOptions
 from tests.pgboss.conftest import job_row, job_rows, seconds_until
 
 
-def test_queue_settings_are_copied_into_the_job(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_queue_settings_are_copied_into_the_job(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("dlq")
     queue(
         "configured",
@@ -160,9 +158,7 @@ def test_key_strict_fifo_jobs_need_a_key(boss: PgBoss, db: Database, queue: Call
     assert job_rows(db, "std") == []
 
 
-def test_throttle_allows_one_job_per_slot_and_key(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_throttle_allows_one_job_per_slot_and_key(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("throttled")
     first = boss.send("throttled", None, SendOptions(singletonSeconds=3600, singletonKey="k"))
     assert first is not None
@@ -193,9 +189,7 @@ def test_cancelling_frees_a_throttle_slot(boss: PgBoss, queue: Callable[..., str
     assert boss.send("slot", None, options) is not None
 
 
-def test_debounce_files_the_next_job_in_the_next_slot(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_debounce_files_the_next_job_in_the_next_slot(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("debounced")
     options = SendOptions(singletonSeconds=3600, singletonKey="k", singletonNextSlot=True)
     first = boss.send("debounced", {"n": 1}, options)
@@ -219,9 +213,7 @@ def test_a_job_id_already_in_the_queue_is_a_duplicate(boss: PgBoss, queue: Calla
     assert boss.send("other_ids", 3, SendOptions(id=job_id)) == job_id  # ids are unique per queue
 
 
-def test_missing_queue_is_an_error_not_a_duplicate(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_missing_queue_is_an_error_not_a_duplicate(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("present")
     with pytest.raises(QueueNotFound) as caught:
         boss.send("absent", {"x": 1})
@@ -241,9 +233,7 @@ def test_a_batch_is_all_or_nothing(boss: PgBoss, db: Database, queue: Callable[.
     assert job_rows(db, "a") == [] and job_rows(db, "b") == []
 
 
-def test_insert_results_align_with_the_requests(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_insert_results_align_with_the_requests(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("aligned", policy="short")
     queue("plain")
     given = str(uuid.uuid4())
@@ -268,9 +258,7 @@ def test_duplicate_ids_in_one_batch_are_refused(boss: PgBoss, queue: Callable[..
     queue("dups")
     job_id = str(uuid.uuid4())
     with pytest.raises(ValueError, match="duplicate job id"):
-        boss.insert(
-            [JobRequest("dups", 1, SendOptions(id=job_id)), JobRequest("dups", 2, SendOptions(id=job_id))]
-        )
+        boss.insert([JobRequest("dups", 1, SendOptions(id=job_id)), JobRequest("dups", 2, SendOptions(id=job_id))])
 
 
 @pytest.fixture
@@ -303,7 +291,5 @@ def test_runnable_jobs_on_notify_queues_wake_listeners(
     assert notifications(listener) == []
     boss.send("loud", 1, SendOptions(startAfter=60))
     assert notifications(listener) == []
-    boss.insert(
-        [JobRequest("loud", 1), JobRequest("loud", 2), JobRequest("loud2", 3), JobRequest("quiet", 4)]
-    )
+    boss.insert([JobRequest("loud", 1), JobRequest("loud", 2), JobRequest("loud2", 3), JobRequest("quiet", 4)])
     assert sorted(notifications(listener)) == [(channel, "loud"), (channel, "loud2")]

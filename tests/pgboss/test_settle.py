@@ -32,9 +32,7 @@ def make_due(db: Database, job: Job) -> None:
     )
 
 
-def test_complete_stores_output_as_pg_boss_does(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_complete_stores_output_as_pg_boss_does(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("done")
     outputs = [{"ok": True}, "text", 42, [1, 2], None]
     boss.insert([JobRequest("done", n) for n in range(len(outputs))])
@@ -56,9 +54,7 @@ def test_only_active_jobs_complete(boss: PgBoss, db: Database, queue: Callable[.
     assert job_row(db, "idle", job_id)["state"] == "created"
 
 
-def test_a_late_settle_after_expiry_changes_nothing(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_a_late_settle_after_expiry_changes_nothing(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("late", expireInSeconds=1, retryLimit=3)
     boss.send("late", {"n": 1})
     stale = fetch_one(boss, "late")
@@ -106,9 +102,7 @@ def test_fail_with_a_zero_delay_is_due_at_once(boss: PgBoss, queue: Callable[...
     assert fetch_one(boss, "instant").retry_count == 1
 
 
-def test_backoff_without_a_delay_starts_at_one_second(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_backoff_without_a_delay_starts_at_one_second(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("backoff1", retryLimit=1, retryBackoff=True)
     boss.send("backoff1")
     job = fetch_one(boss, "backoff1")
@@ -160,9 +154,7 @@ def test_the_last_attempt_fails_for_good(boss: PgBoss, db: Database, queue: Call
     assert row["completed_on"] is not None and row["start_after"] == before
 
 
-def test_failed_jobs_are_copied_to_the_dead_letter_queue(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_failed_jobs_are_copied_to_the_dead_letter_queue(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue(
         "dlq",
         retryLimit=7,
@@ -182,9 +174,7 @@ def test_failed_jobs_are_copied_to_the_dead_letter_queue(
         deadLetter="dlq",
         heartbeatSeconds=12,
     )
-    job_id = boss.send(
-        "source", {"doc": 1}, SendOptions(priority=4, singletonKey="k", group={"id": "g", "tier": "t"})
-    )
+    job_id = boss.send("source", {"doc": 1}, SendOptions(priority=4, singletonKey="k", group={"id": "g", "tier": "t"}))
     job = fetch_one(boss, "source")
     outcome = boss.fail("source", [(job, {"why": "broken"})])
     (copy_id,) = outcome.dead_lettered
@@ -221,9 +211,7 @@ def test_failed_jobs_are_copied_to_the_dead_letter_queue(
     assert str(job_row(db, "dlq2", second_copy)["source_root_id"]) == job_id
 
 
-def test_stately_retry_conflict_fails_the_job_at_once(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_stately_retry_conflict_fails_the_job_at_once(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("state_dlq")
     queue("stately", policy="stately", retryLimit=3, retryDelay=3600, deadLetter="state_dlq")
     first_id = boss.send("stately", 1, SendOptions(singletonKey="K"))
@@ -239,9 +227,7 @@ def test_stately_retry_conflict_fails_the_job_at_once(
     assert row["completed_on"] is not None
 
 
-def test_expired_jobs_are_failed_like_pg_boss_monitor(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_expired_jobs_are_failed_like_pg_boss_monitor(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("expiry_dlq")
     queue("expiry", expireInSeconds=5, retryLimit=1, deadLetter="expiry_dlq")
     boss.insert([JobRequest("expiry", n) for n in range(3)])
@@ -258,9 +244,7 @@ def test_expired_jobs_are_failed_like_pg_boss_monitor(
     assert dead_letters(db, "expiry_dlq", again.id)[0]["source_output"] == TIMED_OUT
 
 
-def test_lost_heartbeats_fail_jobs_and_touch_keeps_them(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_lost_heartbeats_fail_jobs_and_touch_keeps_them(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("beats", heartbeatSeconds=10, retryLimit=0)
     boss.insert([JobRequest("beats", n) for n in range(3)])
     touched, lost, fresh = boss.fetch("beats", 3)
@@ -274,18 +258,13 @@ def test_lost_heartbeats_fail_jobs_and_touch_keeps_them(
     assert boss.touch("beats", []) == 0
 
 
-def test_expiry_works_through_batches_of_a_thousand(
-    boss: PgBoss, db: Database, queue: Callable[..., str]
-) -> None:
+def test_expiry_works_through_batches_of_a_thousand(boss: PgBoss, db: Database, queue: Callable[..., str]) -> None:
     queue("many", expireInSeconds=1, retryLimit=0)
     boss.insert([JobRequest("many", n) for n in range(1005)])
     assert len(boss.fetch("many", 2000)) == 1005
     db.run(f"UPDATE {SCHEMA}.job SET started_on = started_on - interval '1 minute' WHERE name = 'many'")
     assert len(boss.fail_expired("many").failed) == 1005
-    assert (
-        db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'many' AND state = 'failed'")[0]["n"]
-        == 1005
-    )
+    assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'many' AND state = 'failed'")[0]["n"] == 1005
 
 
 def test_expiry_takes_pg_boss_advisory_lock(

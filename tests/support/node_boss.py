@@ -186,8 +186,7 @@ class _Driver:
                 self.proc.stdin.flush()
             except (OSError, ValueError) as exc:
                 raise NodeBossProcessError(
-                    f"pg-boss driver is gone (exit {self.proc.poll()})\n"
-                    f"--- driver stderr ---\n{self.stderr_tail()}"
+                    f"pg-boss driver is gone (exit {self.proc.poll()})\n--- driver stderr ---\n{self.stderr_tail()}"
                 ) from exc
 
     def kill(self, wait: float = 0.0) -> None:
@@ -334,9 +333,7 @@ class NodeBoss:
         "output": <returned by the handler>, "error_message": str, "sleep_ms": int,
         "honor_abort": bool}``. Every job the handler gets is recorded; see :meth:`received`.
         """
-        return self._request(
-            "work", timeout=timeout, queue=queue, options=work_options, behavior=behavior or {}
-        )
+        return self._request("work", timeout=timeout, queue=queue, options=work_options, behavior=behavior or {})
 
     def received(
         self,

@@ -142,9 +142,7 @@ def test_work_fail_records_retry(boss: NodeBoss, sql: pg8000.native.Connection) 
     boss.off_work(queue)
     assert [j["retryCount"] for j in jobs] == [0, 1]
     assert all(j["outcome"] == "failed" for j in jobs)
-    [[state, output]] = sql.run(
-        "SELECT state::text, output FROM pgboss.job WHERE id = CAST(:id AS uuid)", id=job_id
-    )
+    [[state, output]] = sql.run("SELECT state::text, output FROM pgboss.job WHERE id = CAST(:id AS uuid)", id=job_id)
     assert state == "failed"
     assert output["message"] == "boom"
 
