@@ -72,10 +72,13 @@ declare -A conf=(
     [CONCURRENCY]=8
     # drain: one call per instance (Cloud Run concurrency; the handler threads inside a
     # call are APP_DRAIN_CONCURRENCY). It works for APP_DRAIN_BUDGET_SECONDS, under its
-    # timeout, so a call ends on its own before Cloud Run cuts it off.
-    [DRAIN_TIMEOUT]=60s
+    # timeout, so a call ends on its own before Cloud Run cuts it off. The budget is longer
+    # than the one-minute schedule, so each call is still watching when the next starts:
+    # jobs are picked up within a second at all times, never waiting for the next call.
+    # Two calls overlap at most, hence DRAIN_MAX_INSTANCES >= 2.
+    [DRAIN_TIMEOUT]=90s
     [DRAIN_CONCURRENCY]=1
-    [APP_DRAIN_BUDGET_SECONDS]=50
+    [APP_DRAIN_BUDGET_SECONDS]=80
     [SECRET_DATABASE_URL]=""
     [SECRET_API_KEYS]=""
     [SECRET_WEBHOOK_SECRET]=""
@@ -102,7 +105,7 @@ declare -A conf=(
     [SCHEDULER_TIME_ZONE]=Etc/UTC
     # Longer than drain's timeout: the Scheduler must not give up on a drain that is
     # still within its budget (and retry it on top of itself).
-    [SCHEDULER_ATTEMPT_DEADLINE]=90s
+    [SCHEDULER_ATTEMPT_DEADLINE]=120s
     # A failed call is retried a couple of times, never past the next minute's run
     # (Cloud Scheduler stops retrying at the next scheduled time). Overlap is safe.
     [SCHEDULER_MAX_RETRY_ATTEMPTS]=2

@@ -6,6 +6,7 @@ deploys by running the same script (see test_cloudbuild.py).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -214,6 +215,17 @@ def test_drain_budget_fits_its_timeout_and_the_schedulers_deadline(plan: Plan) -
     attempts = int(job.flag("--max-retry-attempts") or 0)
     assert 1 <= attempts <= 5
     assert _seconds(job.flag("--min-backoff")) <= _seconds(job.flag("--max-backoff")) < 60
+
+
+def test_consecutive_drain_calls_overlap_into_continuous_coverage(plan: Plan) -> None:
+    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
+    assert job.flag("--schedule") == "* * * * *"
+    budget = float(plan.env_vars("drain")["DRAIN_BUDGET_SECONDS"])
+    # A call watches for new jobs until its budget ends; if that came before the next
+    # minute's call, jobs sent in between would wait for it.
+    assert budget > 60, "drain's budget must outlast the one-minute schedule"
+    overlapping = math.ceil(budget / 60)  # calls running at once
+    assert int(plan.deploys["drain"].flag("--max-instances")) >= overlapping, "overlapping calls need an instance each"
 
 
 def test_drain_accepts_exactly_the_schedulers_oidc_tokens(plan: Plan) -> None:
