@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import socket
 import statistics
 import subprocess
@@ -45,78 +44,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import NODE_DRAINS, SCHEMA, create_database, insert_backlog, node_rate  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.pgboss.client import PgBoss  # noqa: E402
 from shared.pgboss.models import JobRequest  # noqa: E402
-from tests.support.node_boss import NODE, PGBOSS_DIR, NodeBoss, migrate  # noqa: E402
+from tests.support.node_boss import NodeBoss, migrate  # noqa: E402
 
-SCHEMA = "pgboss"
 QUEUE = "test-job"
 TOKEN = "bench-drain-token"
-INSERT_BATCH = 1_000
 NODE_BATCHES = (10, 100, 500)
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-# Timed inside Node: one pg-boss instance, background work off, like a worker process.
-NODE_SCRIPT = r"""
-import { pathToFileURL } from 'node:url';
-import { resolve } from 'node:path';
-const [mode, connectionString, queue, total, batch] = JSON.parse(process.argv.at(-1));
-const { PgBoss } = await import(pathToFileURL(resolve('node_modules/pg-boss/dist/index.js')).href);
-const boss = new PgBoss({ connectionString, schema: 'pgboss', supervise: false, schedule: false, migrate: false });
-boss.on('error', (err) => console.error(err));
-await boss.start();
-await boss.getQueue(queue);
-const now = () => Number(process.hrtime.bigint()) / 1e9;
-let done = 0;
-let started = now();
-if (mode === 'fetch-ids' || mode === 'fetch-jobs') {
-  for (;;) {
-    const jobs = await boss.fetch(queue, { batchSize: batch });
-    if (!jobs.length) break;
-    await boss.complete(queue, mode === 'fetch-ids' ? jobs.map((j) => j.id) : jobs);
-    done += jobs.length;
-  }
-} else if (mode === 'work') {
-  let finish;
-  const finished = new Promise((r) => { finish = r; });
-  await boss.work(queue, { batchSize: batch, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true, burstWhenReadyExceeds: 1 },
-    async (jobs) => { done += jobs.length; if (done >= total) finish(); });
-  await finished;
-  const db = boss.getDb();
-  for (;;) {  // the last batch is completed after its handler returns
-    const { rows } = await db.executeSql(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state <> 'completed'`, [queue]);
-    if (rows[0].n === 0) break;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  await boss.offWork(queue);
-} else {
-  throw new Error(`unknown mode ${mode}`);
-}
-const seconds = now() - started;
-await boss.stop({ graceful: false, wait: true });
-process.stdout.write(JSON.stringify({ seconds, jobs: done }) + '\n');
-"""
-
-
-def node_rate(mode: str, url: str, total: int, batch: int) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
-    result = subprocess.run(
-        [str(NODE), "--input-type=module", "-e", NODE_SCRIPT, json.dumps([mode, url, QUEUE, total, batch])],
-        cwd=PGBOSS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"pg-boss {mode} failed:\n{result.stderr}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    if out["jobs"] != total:
-        raise RuntimeError(f"pg-boss {mode} handled {out['jobs']} of {total} jobs")
-    return out["jobs"] / out["seconds"]
-
 
 # -- drain as deployed: functions-framework serving main.py -------------------------------------
 
@@ -202,9 +138,7 @@ class Bench:
 
     def fill(self) -> None:
         self.reset()
-        for start in range(0, self.jobs, INSERT_BATCH):
-            count = min(INSERT_BATCH, self.jobs - start)
-            self.boss.insert([JobRequest(QUEUE, {"n": start + k}) for k in range(count)])
+        insert_backlog(self.boss, QUEUE, self.jobs)
         self.db.run(f"VACUUM (ANALYZE) {SCHEMA}.job_common")
         # pg-boss's work() bursts past its polling interval only while its cached queue stats
         # say jobs are ready (its monitor, off here, would fill them in): say so up front.
@@ -232,9 +166,11 @@ class Bench:
 
     def node_best(self) -> tuple[float, str]:
         rates = {
-            (mode, batch): self.best(lambda mode=mode, batch=batch: node_rate(mode, self.url, self.jobs, batch))
+            (mode, batch): self.best(
+                lambda mode=mode, batch=batch: node_rate(mode, self.url, self.jobs, batch, queue=QUEUE)
+            )
             for batch in NODE_BATCHES
-            for mode in ("fetch-ids", "fetch-jobs", "work")
+            for mode in NODE_DRAINS
         }
         (mode, batch), rate = max(rates.items(), key=lambda item: item[1])
         return rate, f"{mode} at batch {batch}"
@@ -295,19 +231,6 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     return cuts[49], cuts[94], cuts[98]
 
 
-def create_database() -> tuple[str, Callable[[], None]]:
-    admin = Database(ADMIN_URL)
-    name = f"drain_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin.run(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + "/" + name
-
-    def drop() -> None:
-        admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    return url, drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5_000, help="backlog per throughput run (default 5,000)")
@@ -324,7 +247,7 @@ def main() -> None:
     args = parser.parse_args()
     random.seed(7)
 
-    url, drop = create_database()
+    url, drop = create_database("drain_bench")
     servers: list[DrainServer] = []
     try:
         migrate(url, SCHEMA)

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,95 +38,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+from bench.common import (  # noqa: E402
+    INSERT_BATCH,
+    NODE_DRAINS,
+    SCHEMA,
+    create_database,
+    insert_backlog,
+    node_rate,
+)
 from shared.db import Database  # noqa: E402
 from shared.pgboss import sql  # noqa: E402
 from shared.pgboss.client import PgBoss  # noqa: E402
-from shared.pgboss.models import JobRequest  # noqa: E402
-from tests.support.node_boss import NODE, PGBOSS_DIR, migrate  # noqa: E402
+from tests.support.node_boss import migrate  # noqa: E402
 
-SCHEMA = "pgboss"
 QUEUE = "bench"
-INSERT_BATCH = 1_000
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-# Timed inside Node: one pg-boss instance, background work off, like a worker process.
-NODE_SCRIPT = r"""
-import { pathToFileURL } from 'node:url';
-import { resolve } from 'node:path';
-const [mode, connectionString, queue, total, batch] = JSON.parse(process.argv.at(-1));
-const { PgBoss } = await import(pathToFileURL(resolve('node_modules/pg-boss/dist/index.js')).href);
-const boss = new PgBoss({
-  connectionString, schema: 'pgboss', supervise: false, schedule: false, migrate: false
-});
-boss.on('error', (err) => console.error(err));
-await boss.start();
-await boss.getQueue(queue);  // warm the queue cache and the pool
-const now = () => Number(process.hrtime.bigint()) / 1e9;
-let done = 0;
-let started;
-if (mode === 'insert') {
-  const chunks = [];
-  for (let i = 0; i < total; i += batch) {
-    chunks.push(Array.from({ length: Math.min(batch, total - i) }, (_, k) => ({ data: { n: i + k } })));
-  }
-  started = now();
-  for (const chunk of chunks) {
-    await boss.insert(queue, chunk);
-    done += chunk.length;
-  }
-} else if (mode === 'fetch-ids' || mode === 'fetch-jobs') {
-  started = now();
-  for (;;) {
-    const jobs = await boss.fetch(queue, { batchSize: batch });
-    if (!jobs.length) break;
-    await boss.complete(queue, mode === 'fetch-ids' ? jobs.map((j) => j.id) : jobs);
-    done += jobs.length;
-  }
-} else if (mode === 'work') {
-  let finish;
-  const finished = new Promise((r) => { finish = r; });
-  started = now();
-  const options = {
-    batchSize: batch, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true, burstWhenReadyExceeds: 1
-  };
-  await boss.work(queue, options, async (jobs) => { done += jobs.length; if (done >= total) finish(); });
-  await finished;
-  // The last batch is completed after its handler returns.
-  const db = boss.getDb();
-  for (;;) {
-    const { rows } = await db.executeSql(
-      `SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state <> 'completed'`, [queue]);
-    if (rows[0].n === 0) break;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  await boss.offWork(queue);
-} else {
-  throw new Error(`unknown mode ${mode}`);
-}
-const seconds = now() - started;
-await boss.stop({ graceful: false, wait: true });
-process.stdout.write(JSON.stringify({ seconds, jobs: done }) + '\n');
-"""
-
-
-def node_run(mode: str, url: str, total: int, batch: int) -> float:
-    """Jobs per second pg-boss reached in ``mode``, timed inside Node."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
-    result = subprocess.run(
-        [str(NODE), "--input-type=module", "-e", NODE_SCRIPT, json.dumps([mode, url, QUEUE, total, batch])],
-        cwd=PGBOSS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"pg-boss {mode} failed:\n{result.stderr}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    if out["jobs"] != total:
-        raise RuntimeError(f"pg-boss {mode} handled {out['jobs']} of {total} jobs")
-    return out["jobs"] / out["seconds"]
 
 
 @dataclass
@@ -157,9 +79,7 @@ class Bench:
 
     def fill(self) -> None:
         self.reset()
-        for start in range(0, self.jobs, INSERT_BATCH):
-            count = min(INSERT_BATCH, self.jobs - start)
-            self.boss.insert([JobRequest(QUEUE, {"n": start + k}) for k in range(count)])
+        insert_backlog(self.boss, QUEUE, self.jobs)
         self.db.run(f"VACUUM (ANALYZE) {SCHEMA}.job_common")
 
     def race(self, contenders: dict[str, tuple[Callable[[], None], Callable[[], float]]]) -> dict[str, float]:
@@ -176,9 +96,7 @@ class Bench:
 
     def ours_insert(self) -> float:
         started = time.perf_counter()
-        for start in range(0, self.jobs, INSERT_BATCH):
-            count = min(INSERT_BATCH, self.jobs - start)
-            self.boss.insert([JobRequest(QUEUE, {"n": start + k}) for k in range(count)])
+        insert_backlog(self.boss, QUEUE, self.jobs)
         return self.jobs / (time.perf_counter() - started)
 
     def ours_drain(self, batch: int) -> float:
@@ -253,31 +171,10 @@ class Bench:
     # -- pg-boss ----------------------------------------------------------------------
 
     def theirs_insert(self) -> float:
-        return node_run("insert", self.url, self.jobs, INSERT_BATCH)
+        return node_rate("insert", self.url, self.jobs, INSERT_BATCH, queue=QUEUE)
 
     def theirs_drain(self, mode: str, batch: int) -> float:
-        return node_run(mode, self.url, self.jobs, batch)
-
-
-# pg-boss's ways to drain a queue; the fastest at each batch size is its figure.
-NODE_DRAINS = {
-    "fetch-ids": "fetch + complete(ids)",
-    "fetch-jobs": "fetch + complete(jobs), fenced like ours",
-    "work": "work() in burst mode",
-}
-
-
-def create_database() -> tuple[str, Callable[[], None]]:
-    admin = Database(ADMIN_URL)
-    name = f"pgboss_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin.run(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + "/" + name
-
-    def drop() -> None:
-        admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    return url, drop
+        return node_rate(mode, self.url, self.jobs, batch, queue=QUEUE)
 
 
 def main() -> None:
@@ -288,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
 
-    url, drop = create_database()
+    url, drop = create_database("pgboss_bench")
     try:
         migrate(url, SCHEMA)
         bench = Bench(url, args.jobs, args.rounds)
