@@ -16,7 +16,10 @@ from typing import Any
 import pg8000.native
 import pytest
 import requests
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from shared import intake
 from shared.db import Database
 from tests.conftest import MAIN, ROOT, SCHEMA, create_database, function_env, url_for
 
@@ -82,6 +85,31 @@ def unchanged(db: Database) -> Iterator[None]:
 
 def jobs_in(db: Database, queue: str) -> list[dict[str, Any]]:
     return db.run(f"SELECT * FROM {SCHEMA}.job WHERE name = :name ORDER BY created_on, id", {"name": queue})
+
+
+# --- requests through functions-framework's test client ------------------------------
+
+
+def post_to(
+    client: FlaskClient,
+    body: Any = None,
+    *,
+    headers: dict[str, str],
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+) -> TestResponse:
+    """POST ``body`` as JSON, or ``raw`` bytes as they are, with ``headers``."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    return client.post("/", data=data, headers=headers, content_type=content_type)
+
+
+def refused_by(client: FlaskClient, db: Database, status: int, body: Any = None, **kwargs: Any) -> TestResponse:
+    """``post_to`` that must answer ``status`` with an error body and leave the tables as they were."""
+    with unchanged(db):
+        response = post_to(client, body, **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    intake.ErrorBody.model_validate(response.get_json())
+    return response
 
 
 # --- a real functions-framework server ----------------------------------------------

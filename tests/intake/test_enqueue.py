@@ -8,12 +8,13 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from functools import partial
 
 import pytest
 
 from shared import intake
 from tests.conftest import API_KEY, SCHEMA, count_jobs
-from tests.intake.conftest import QUEUE, create_queues, jobs_in, unchanged
+from tests.intake.conftest import QUEUE, create_queues, jobs_in, post_to, refused_by, unchanged
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ID = str(uuid.uuid4())
@@ -25,17 +26,8 @@ def client(client_for, db):
     return client_for("enqueue")
 
 
-def post(client, body=None, *, headers=AUTH, raw=None, content_type="application/json"):
-    data = raw if raw is not None else json.dumps(body)
-    return client.post("/", data=data, headers=headers, content_type=content_type)
-
-
-def refused(client, db, status, body=None, **kwargs):
-    with unchanged(db):
-        response = post(client, body, **kwargs)
-    assert response.status_code == status, response.get_data(as_text=True)
-    intake.ErrorBody.model_validate(response.get_json())
-    return response
+post = partial(post_to, headers=AUTH)
+refused = partial(refused_by, headers=AUTH)
 
 
 # --- created and deduplicated -------------------------------------------------------

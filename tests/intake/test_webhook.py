@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import pytest
 
 from shared import auth, intake
 from tests.conftest import WEBHOOK_SECRET, count_jobs
-from tests.intake.conftest import ROUTE_QUEUES, ROUTES, create_queues, jobs_in, routes_env, unchanged
+from tests.intake.conftest import (
+    ROUTE_QUEUES,
+    ROUTES,
+    create_queues,
+    jobs_in,
+    post_to,
+    refused_by,
+    routes_env,
+    unchanged,
+)
 
 AUTH = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
 DOCUMENT = {"id": 42, "project_id": 7, "storage_path": "p/7/a.pdf", "status": "new"}
@@ -30,17 +40,8 @@ def client(client_for, db):
     return client_for("webhook", **routes_env())
 
 
-def post(client, body=None, *, headers=AUTH, raw=None, content_type="application/json"):
-    data = raw if raw is not None else json.dumps(body).encode()
-    return client.post("/", data=data, headers=headers, content_type=content_type)
-
-
-def refused(client, db, status, body=None, **kwargs):
-    with unchanged(db):
-        response = post(client, body, **kwargs)
-    assert response.status_code == status, response.get_data(as_text=True)
-    intake.ErrorBody.model_validate(response.get_json())
-    return response
+post = partial(post_to, headers=AUTH)
+refused = partial(refused_by, headers=AUTH)
 
 
 # --- routing ------------------------------------------------------------------------
