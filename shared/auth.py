@@ -219,27 +219,21 @@ def verify_google_oidc(
     # Any: google-auth types this as its abstract transport Request, which ours serves
     # without inheriting from (importing its transport module would cost every cold start).
     transport: Any = request or _certs_request
+
+    def verify_signed() -> Any:
+        return id_token.verify_token(
+            token, transport, audience=audiences, certs_url=certs_url, clock_skew_in_seconds=_CLOCK_SKEW_SECONDS
+        )
+
     try:
         if signed:
             try:
-                claims = id_token.verify_token(
-                    token,
-                    transport,
-                    audience=audiences,
-                    certs_url=certs_url,
-                    clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
-                )
+                claims = verify_signed()
             except google_errors.MalformedError as exc:
                 if "Certificate for key id" not in str(exc):
                     raise
                 transport.forget(certs_url)  # Google rotated its keys since we cached them
-                claims = id_token.verify_token(
-                    token,
-                    transport,
-                    audience=audiences,
-                    certs_url=certs_url,
-                    clock_skew_in_seconds=_CLOCK_SKEW_SECONDS,
-                )
+                claims = verify_signed()
         else:
             claims = jwt.decode(token if token.count(".") == 2 else token + ".", verify=False)
             _check_unsigned_claims(claims, audiences)
