@@ -12,7 +12,7 @@ and the answer summarises it::
 
 ``stopped`` says why the call ended: ``budget`` (its time was up), ``max_jobs`` or
 ``empty`` (a budget of 0 found nothing more due). The loop itself is
-``shared.drainer``; handlers live in ``shared.handlers``.
+``shared.drain``; handlers live in ``shared.handlers``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import auth, instance, log
 from shared.db import Database
-from shared.drainer import Drainer, Limits, listen_url
+from shared.drain.limits import Limits
+from shared.drain.listener import listen_url
+from shared.drain.loop import Drainer
 from shared.errors import InvalidRequest
 from shared.handlers import load
 from shared.http import endpoint, json_response, parse_json, read_body

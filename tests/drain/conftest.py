@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from shared.db import Database
-from shared.drainer import Drainer, Limits
+from shared.drain.limits import Limits
+from shared.drain.loop import Drainer
 from shared.handlers import Registry
 from shared.pgboss.client import PgBoss
 from tests.conftest import DRAIN_TOKEN, SCHEMA

@@ -11,7 +11,8 @@ import pytest
 
 from shared.config import Settings
 from shared.db import Database
-from shared.drainer import Drainer, listen_url
+from shared.drain.listener import listen_url
+from shared.drain.loop import Drainer
 from shared.errors import DatabaseUnavailable
 from shared.handlers import Registry, sleep, stopping
 from shared.pgboss.client import PgBoss

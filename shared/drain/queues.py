@@ -1,0 +1,81 @@
+"""Creating the handlers' queues in pg-boss, once per instance.
+
+pg-boss's ``create_queue`` is idempotent but leaves an existing queue as it is, so a
+queue configured differently from its handler is worth a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Iterable
+
+from shared.handlers import Handler
+from shared.pgboss.client import PgBoss
+from shared.pgboss.models import Queue, QueueOptions
+
+log = logging.getLogger(__name__)
+
+# Queues created so far, per client (so per instance, and afresh after instance.reset()).
+_ensured: weakref.WeakKeyDictionary[PgBoss, set[str]] = weakref.WeakKeyDictionary()
+_ensured_lock = threading.Lock()
+
+# QueueOptions wire names → Queue attributes, to spot a queue configured differently.
+_QUEUE_ATTRIBUTES = {
+    "policy": "policy",
+    "retryLimit": "retry_limit",
+    "retryDelay": "retry_delay",
+    "retryBackoff": "retry_backoff",
+    "retryDelayMax": "retry_delay_max",
+    "expireInSeconds": "expire_seconds",
+    "retentionSeconds": "retention_seconds",
+    "deleteAfterSeconds": "deletion_seconds",
+    "deadLetter": "dead_letter",
+    "heartbeatSeconds": "heartbeat_seconds",
+    "notify": "notify",
+}
+
+
+def ensure_queues(boss: PgBoss, handlers: Iterable[Handler]) -> None:
+    """Create each handler's queue (and its dead-letter queue) once per client."""
+    with _ensured_lock:
+        done = _ensured.setdefault(boss, set())
+        pending = [h for h in handlers if h.queue not in done]
+        own = {h.queue for h in pending}
+        # A dead-letter queue must exist before a queue that names it: create the ones
+        # no handler configures with pg-boss's defaults, and configured ones first.
+        for handler in pending:
+            dead_letter = handler.options.dead_letter
+            if dead_letter and dead_letter not in own and dead_letter not in done:
+                boss.create_queue(dead_letter, QueueOptions())
+                done.add(dead_letter)
+        dead_letters = {h.options.dead_letter for h in pending}
+        for handler in sorted(pending, key=lambda h: h.queue not in dead_letters):
+            _warn_if_configured_differently(handler, boss.create_queue(handler.queue, handler.options))
+            done.add(handler.queue)
+
+
+def forget_ensured_queue(boss: PgBoss, name: str) -> None:
+    """Make the next ``ensure_queues`` create this queue again (it was deleted)."""
+    with _ensured_lock:
+        _ensured.get(boss, set()).discard(name)
+
+
+def _warn_if_configured_differently(handler: Handler, queue: Queue) -> None:
+    differences = []
+    for option, wanted in handler.options.wire().items():
+        attribute = _QUEUE_ATTRIBUTES.get(option)
+        if attribute is None:
+            continue
+        actual = getattr(queue, attribute)
+        actual = getattr(actual, "value", actual)
+        if actual != wanted:
+            differences.append(f"{option} is {actual!r}, the handler asks for {wanted!r}")
+    if differences:
+        log.warning(
+            f"queue {handler.queue!r} already exists configured differently from its handler "
+            f"({'; '.join(differences)}); create_queue leaves an existing queue as it is, so "
+            "change it with pg-boss's updateQueue",
+            extra={"fields": {"queue": handler.queue}},
+        )
