@@ -57,7 +57,7 @@ class Drainer:
         self._fetched = 0
         self._listener: Listener | None = None
         self._listening = False
-        self._pool = HandlerPool(self._events, limits.concurrency)
+        self._pool = HandlerPool(self._events)
         self._calls = DatabaseCalls(clock)
         self._settler = Settler(boss, self._calls)
 
@@ -280,7 +280,6 @@ class Drainer:
             if now >= run.expire_at:
                 del self._running[key]
                 run.attempt.stop.set()
-                self._pool.replace()
                 state.stats.timed_out += 1
                 log.warning(
                     f"handler of {state.name!r} outlived job {run.job.id}'s expire_seconds "
