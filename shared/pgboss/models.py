@@ -197,6 +197,9 @@ class Job:
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         values = {field.name: row[field.name] for field in fields(cls)}
         values["id"] = str(values["id"])
+        started_on = values["started_on"]
+        if isinstance(started_on, float):  # a fetch sends epoch seconds (see sql._JOB_COLUMNS)
+            values["started_on"] = datetime.fromtimestamp(started_on, UTC)
         return cls(**values)
 
 

@@ -333,10 +333,11 @@ RETURNING {returning}
 
 
 # What a fetch returns per job without include_metadata: the fields of ``Job``. Ids come
-# back as text, which is what the caller keeps; decoding uuids only to print them again
-# costs more than the rest of a row.
+# back as text, which is what the caller keeps, and started_on as epoch seconds: the
+# driver decodes uuids and timestamps in Python, and that cost more than the rest of a row.
 _JOB_COLUMNS = """CAST(j.id AS text) AS id, j.name, j.data, j.retry_count, j.retry_limit, j.expire_seconds,
-  j.heartbeat_seconds, j.started_on, j.group_id, j.group_tier, j.priority, j.singleton_key"""
+  j.heartbeat_seconds, CAST(extract(epoch FROM j.started_on) AS float8) AS started_on, j.group_id, j.group_tier,
+  j.priority, j.singleton_key"""
 
 # standard, short and exclusive queues: their policies only restrict inserts.
 _PLAIN = _PolicyRules(ctes="", filter="", one_per_key=False)
