@@ -1,4 +1,5 @@
-"""The README's first command: every function runs locally on its own port."""
+"""The README's first command: every function runs locally on its own port, and the
+stand-in scheduler's drain calls run a job sent through enqueue."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+from shared.db import Database
 from tests.conftest import ROOT
 
 
@@ -49,6 +52,8 @@ def test_dev_runner_with_its_own_postgres() -> None:
         with urllib.request.urlopen(urls["ready"], timeout=10) as response:
             body = json.load(response)
         assert body["status"] == "ready" and body["checks"]["pgboss_schema"]["version"] == 46
+        job_id = _enqueue_test_job(urls["enqueue"])
+        assert _wait_for_completion(urls["database"], job_id) == {"echo": {"hello": 1}}
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -60,3 +65,33 @@ def test_dev_runner_with_its_own_postgres() -> None:
         port = int(url.rsplit(":", 1)[1].strip("/"))
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"
+
+
+def _enqueue_test_job(url: str) -> str:
+    """Send a test-job; its queue exists once the scheduler's first drain call made it."""
+    body = json.dumps({"name": "test-job", "data": {"hello": 1}}).encode()
+    headers = {"X-API-Key": "local-api-key", "Content-Type": "application/json"}
+    deadline = time.monotonic() + 30
+    while True:
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return str(json.load(response)["id"])
+        except urllib.error.HTTPError as refused:
+            refused.close()
+            assert refused.code == 404 and time.monotonic() < deadline, f"enqueue answered {refused.code}"
+            time.sleep(0.3)
+
+
+def _wait_for_completion(database_url: str, job_id: str) -> object:
+    db = Database(database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = db.run("SELECT state, output FROM pgboss.job WHERE id = :id", {"id": job_id})
+            if rows and rows[0]["state"] == "completed":
+                return rows[0]["output"]
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} was not completed by the scheduled drain calls: {rows}")
+    finally:
+        db.close()
