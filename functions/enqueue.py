@@ -33,7 +33,7 @@ def enqueue(request: flask.Request) -> flask.Response:
     body = read_json(request, max_bytes=settings.enqueue_max_body_bytes)
     jobs, batch = intake.parse_enqueue(body, max_batch=settings.enqueue_max_batch)
     log.annotate(queues=sorted({job.name for job in jobs}), jobs=len(jobs))
-    ids = intake.submit(instance.boss(), jobs, single=not batch, create_missing_queues=settings.create_missing_queues)
+    ids = intake.submit(instance.boss(), jobs, create_missing_queues=settings.create_missing_queues)
 
     created = [job_id for job_id in ids if job_id is not None]
     deduplicated = len(ids) - len(created)

@@ -62,7 +62,6 @@ def webhook(request: flask.Request) -> flask.Response:
     ids = intake.submit(
         instance.boss(),
         [job for _, job in matched],
-        single=False,
         create_missing_queues=settings.create_missing_queues,
     )
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.errors import InvalidRequest, MalformedRequest
 from shared.pgboss.errors import QueueNotFound
 from shared.pgboss.models import JobRequest, SendOptions, check_queue_name
+
+if TYPE_CHECKING:  # settings load this module; the client imports the settings
+    from shared.pgboss.client import PgBoss
 
 # Deeper JSON than this is refused (400) before anything walks it recursively.
 MAX_JSON_DEPTH = 100
@@ -208,7 +211,7 @@ def parse_event(body: Any) -> DatabaseEvent:
         raise invalid(field_errors(exc)) from None
 
 
-def submit(boss: Any, jobs: Sequence[JobRequest], *, single: bool, create_missing_queues: bool) -> list[str | None]:
+def submit(boss: PgBoss, jobs: Sequence[JobRequest], *, create_missing_queues: bool) -> list[str | None]:
     """Insert ``jobs`` in one round trip; with ``create_missing_queues``, create unknown queues first.
 
     A missing queue (or dead-letter queue) makes the whole insert fail, so nothing is
@@ -217,12 +220,7 @@ def submit(boss: Any, jobs: Sequence[JobRequest], *, single: bool, create_missin
     created: set[str] = set()
     while True:
         try:
-            if single:
-                job = jobs[0]
-                ids = [boss.send(job.name, job.data, job.options)]
-            else:
-                ids = list(boss.insert(jobs))
-            return [None if job_id is None else str(job_id) for job_id in ids]
+            return boss.insert(jobs)
         except QueueNotFound as missing:
             if not create_missing_queues or missing.name in created:
                 raise
