@@ -24,9 +24,6 @@ if TYPE_CHECKING:  # settings load this module; the client imports the settings
 
 # Deeper JSON than this is refused (400) before anything walks it recursively.
 MAX_JSON_DEPTH = 100
-# pg-boss stores every numeric option in an ``integer`` column or adds it to a timestamp.
-_INT4_MAX = 2**31 - 1
-_INT4_MIN = -(2**31)
 # singletonKey and group ids are btree-indexed by pg-boss; PostgreSQL refuses an index
 # entry over 2704 bytes, so a longer key would fail the insert with an error of ours.
 MAX_KEY_BYTES = 1024
@@ -185,7 +182,7 @@ def parse_enqueue(body: Any, *, max_batch: int) -> tuple[list[JobRequest], bool]
     seen: dict[tuple[str, Any], int] = {}
     for index, job in enumerate(jobs):
         prefix: Loc = ["jobs", index, "options"] if batch else ["options"]
-        errors += int4_errors(job.options, prefix) + key_errors(job.options, prefix)
+        errors += key_errors(job.options, prefix)
         if job.options.id is not None:
             first = seen.setdefault((job.name, job.options.id), index)
             if first != index:
@@ -265,21 +262,6 @@ def _check_string(text: str, loc: Loc) -> None:
         raise invalid(
             [{"loc": loc, "msg": "text contains an unpaired UTF-16 surrogate", "type": "string_surrogate"}]
         ) from None
-
-
-def int4_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
-    """Numeric options outside PostgreSQL's ``integer`` range, which pg-boss's columns are."""
-    errors = []
-    for name, value in options.wire().items():
-        if isinstance(value, int) and not isinstance(value, bool) and not _INT4_MIN <= value <= _INT4_MAX:
-            errors.append(
-                {
-                    "loc": [*prefix, name],
-                    "msg": f"must be between {_INT4_MIN} and {_INT4_MAX}",
-                    "type": "int4_range",
-                }
-            )
-    return errors
 
 
 def key_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
