@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import require_tool
 from tests.deploy.plan import ENVIRONMENTS, GCLOUD_SDK, ROOT, Plan, run_deploy, settings_of
 
 BUILD = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text(encoding="utf-8"))
@@ -153,8 +154,7 @@ def uploaded_files(config_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uploaded(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    if not (GCLOUD_SDK / "lib" / "googlecloudsdk").is_dir():
-        pytest.skip("the Google Cloud SDK is not installed here")
+    require_tool((GCLOUD_SDK / "lib" / "googlecloudsdk").is_dir(), "the Google Cloud SDK")
     return uploaded_files(tmp_path_factory.mktemp("gcloud-config"))
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from shared.config import Settings
 from shared.secrets import is_secret_reference
+from tests.conftest import require_tool
 from tests.deploy.plan import (
     ENVIRONMENTS,
     ROOT,
@@ -422,8 +423,8 @@ def gcloud_problems(command: Command, tree: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def tree() -> dict:
     found = gcloud_tree()
-    if found is None:
-        pytest.skip("the Google Cloud SDK (its command tree) is not installed here")
+    require_tool(found is not None, "the Google Cloud SDK (its command tree)")
+    assert found is not None
     return found
 
 

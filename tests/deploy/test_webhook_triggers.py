@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from shared.db import Database
 from shared.intake import DatabaseEvent
-from tests.conftest import WEBHOOK_SECRET, count_jobs
+from tests.conftest import WEBHOOK_SECRET, count_jobs, require_tool
 from tests.deploy.plan import ROOT
 
 SQL = ROOT / "deploy" / "supabase" / "webhook_triggers.sql"
@@ -56,7 +56,10 @@ CREATE TABLE public.documents (
 CREATE TABLE public.comments (id serial PRIMARY KEY, body text);
 """
 
-pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
+
+@pytest.fixture(autouse=True)
+def _psql_installed() -> None:
+    require_tool(shutil.which("psql") is not None, "psql")
 
 
 class Scratch:
