@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -194,13 +194,18 @@ class Job:
     singleton_key: str | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        return cls(**cls._values(row))
+
+    @classmethod
+    def _values(cls, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The row's columns for this class's fields, decoded to their Python types."""
         values = {field.name: row[field.name] for field in fields(cls)}
         values["id"] = str(values["id"])
         started_on = values["started_on"]
         if isinstance(started_on, float):  # a fetch sends epoch seconds (see sql._JOB_COLUMNS)
             values["started_on"] = datetime.fromtimestamp(started_on, UTC)
-        return cls(**values)
+        return values
 
 
 @dataclass(frozen=True)
@@ -234,14 +239,13 @@ class JobDetails(Job):
     upsert_by_key: bool | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> JobDetails:
-        values = {field.name: row[field.name] for field in fields(cls)}
-        values["id"] = str(values["id"])
+    def _values(cls, row: Mapping[str, Any]) -> dict[str, Any]:
+        values = super()._values(row)
         values["state"] = JobState(values["state"])
         for key in ("source_id", "source_root_id"):
             if values[key] is not None:
                 values[key] = str(values[key])
-        return cls(**values)
+        return values
 
 
 @dataclass(frozen=True)
