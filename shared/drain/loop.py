@@ -220,11 +220,8 @@ class Drainer:
             if self._calls.paused(self._clock()):
                 return
             now = self._clock()
-            eligible = [
-                self._queues[name]
-                for name in self._order
-                if not (self._queues[name].dry or self._queues[name].broken) and now < self._queues[name].fetch_until
-            ]
+            in_turn = (self._queues[name] for name in self._order)
+            eligible = [s for s in in_turn if not (s.dry or s.broken) and now < s.fetch_until]
             room = min(limits.concurrency - len(self._running), limits.max_jobs - self._fetched)
             if room <= 0 or not eligible:
                 return
