@@ -29,6 +29,8 @@ MAX_JSON_DEPTH = 100
 MAX_KEY_BYTES = 1024
 
 Loc = list[str | int]
+# The kinds of change a Supabase database webhook reports.
+EventType = Literal["INSERT", "UPDATE", "DELETE"]
 
 
 # --- requests -------------------------------------------------------------------
@@ -73,7 +75,7 @@ class DatabaseEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, title="DatabaseEvent")
 
-    type: Literal["INSERT", "UPDATE", "DELETE"]
+    type: EventType
     table: str = Field(min_length=1)
     schema_name: str = Field(alias="schema", min_length=1)
     record: dict[str, Any] | None = Field(

@@ -42,15 +42,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import InvalidRequest
-from shared.intake import DatabaseEvent
+from shared.intake import DatabaseEvent, EventType
 from shared.pgboss.models import JobRequest, SendOptions, check_queue_name
 
-EventType = Literal["INSERT", "UPDATE", "DELETE"]
 # Fixed forever: changing it changes every webhook job id and so breaks deduplication.
 JOB_ID_NAMESPACE = uuid.UUID("6f0f6a3e-7c1b-5d2a-9b64-3c5e2f0d8a17")
 _EVENT_FIELDS = ("type", "schema", "table", "record", "old_record")
