@@ -31,6 +31,7 @@ from shared.drain.loop import Drainer
 from shared.errors import InvalidRequest
 from shared.handlers import load
 from shared.http import endpoint, json_response, parse_json, read_body
+from shared.intake import field_errors
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -77,11 +78,7 @@ def read_request(request: flask.Request, queues: tuple[str, ...], settings: Any)
     try:
         body = DrainRequest.model_validate(payload)
     except ValidationError as exc:
-        errors = [
-            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise InvalidRequest("invalid drain request", errors) from None
+        raise InvalidRequest("invalid drain request", field_errors(exc)) from None
     errors = [
         _error(["queues", index], f"no handler for queue {name!r}; known: {', '.join(queues)}")
         for index, name in enumerate(body.queues or [])
