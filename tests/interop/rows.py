@@ -146,6 +146,21 @@ def seconds_until_start(db: Database, queue: str, job_id: str) -> float:
     return rows[0]["s"]
 
 
+def database_clock(db: Database) -> float:
+    """The database's wall clock now (epoch seconds), read outside any transaction's start time."""
+    return float(db.run("SELECT extract(epoch FROM clock_timestamp())::float8 AS t")[0]["t"])
+
+
+def start_after_epoch(db: Database, queue: str, job_id: str) -> float:
+    """A job's ``start_after`` as epoch seconds."""
+    rows = db.run(
+        f"SELECT extract(epoch FROM start_after)::float8 AS s FROM {SCHEMA}.job"
+        " WHERE name = :name AND id = CAST(:id AS uuid)",
+        {"name": queue, "id": job_id},
+    )
+    return float(rows[0]["s"])
+
+
 def age(db: Database, queue: str, column: str, seconds: float, ids: Iterable[str] | None = None) -> None:
     """Move a timestamp of jobs ``seconds`` into the past, instead of sleeping until it is.
 

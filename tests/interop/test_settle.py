@@ -23,11 +23,15 @@ import pytest
 from shared.db import Database
 from tests.interop.actors import Actor, NodeActor
 from tests.interop.conftest import Names, Twin
-from tests.interop.rows import age, job_row, seconds_until_start
+from tests.interop.rows import age, database_clock, job_row, seconds_until_start, start_after_epoch
 
 ERROR = {"name": "Error", "message": "boom", "stack": "Error: boom\n    at handler (worker.js:1:1)"}
 TIMED_OUT = {"value": {"message": "job timed out"}}
 HEARTBEAT_LOST = {"value": {"message": "job heartbeat timeout"}}
+
+
+# Timestamps are stored to the microsecond; readings and rounding may differ by that much.
+CLOCK_SLACK = 0.001
 
 
 def _send_each(node: Actor, queue: str, tags: list[str], **options: Any) -> dict[str, str]:
@@ -172,9 +176,13 @@ def test_retry_waits_its_fixed_delay(actor: Actor, observer: Actor, db: Database
     observer.create_queue("q", retryLimit=2, retryDelay=1)
     job_id = observer.send("q", {"n": 1})
     [claim] = actor.fetch("q")
+    before = database_clock(db)
     actor.fail("q", [claim], ERROR)
+    after = database_clock(db)
     assert job_row(db, "q", job_id)["state"] == "retry"
-    assert 0.5 < seconds_until_start(db, "q", job_id) <= 1.0
+    # The failure happened between the two readings, and the delay counts from it.
+    due = start_after_epoch(db, "q", job_id)
+    assert due - after <= 1.0 + CLOCK_SLACK and due - before >= 1.0 - CLOCK_SLACK
     assert observer.fetch("q") == []
     time.sleep(max(seconds_until_start(db, "q", job_id), 0) + 0.05)
     [again] = observer.fetch("q")
@@ -200,9 +208,12 @@ def test_backoff_without_delay_waits_one_to_two_seconds(actor: Actor, observer: 
     ids = observer.insert("q", [{"data": {"n": n}, "retryLimit": 1, "retryBackoff": True} for n in range(20)])
     claims = actor.fetch("q", 20)
     assert len(claims) == 20
+    before = database_clock(db)
     actor.fail("q", claims, ERROR)
-    waits = [seconds_until_start(db, "q", job_id) for job_id in ids]
-    assert all(0.8 < wait < 2.0 for wait in waits), waits
+    after = database_clock(db)
+    # Each delay lies in [1, 2) and counts from the failure, which happened between the readings.
+    dues = [start_after_epoch(db, "q", job_id) for job_id in ids]
+    assert all(due - before >= 1.0 - CLOCK_SLACK and due - after < 2.0 for due in dues), (before, after, dues)
     assert observer.fetch("q") == []
 
 
@@ -213,14 +224,17 @@ def test_backoff_doubles_and_is_capped(actor: Actor, observer: Actor, db: Databa
     for attempt in range(5):
         [claim] = actor.fetch("q")
         assert claim.retry_count == attempt
+        before = database_clock(db)
         actor.fail("q", [claim], ERROR)
-        waits.append(seconds_until_start(db, "q", job_id))
-        age(db, "q", "start_after", waits[-1] + 1)
-    # 1·2^k·(1+U), U in [0,1), capped at 5: [1,2), [2,4), [4,5], 5, 5 (minus elapsed time).
+        after = database_clock(db)
+        due = start_after_epoch(db, "q", job_id)
+        waits.append((due - after, due - before))  # the delay lies between these two
+        age(db, "q", "start_after", max(seconds_until_start(db, "q", job_id), 0) + 1)
+    # 1·2^k·(1+U), U in [0,1), capped at 5: [1,2), [2,4), [4,5], 5, 5.
     low = [1, 2, 4, 5, 5]
     high = [2, 4, 5, 5, 5]
-    for wait, lo, hi in zip(waits, low, high, strict=True):
-        assert lo - 0.3 < wait <= hi, waits
+    for (shortest, longest), lo, hi in zip(waits, low, high, strict=True):
+        assert longest >= lo - CLOCK_SLACK and shortest <= hi + CLOCK_SLACK, waits
     [last] = actor.fetch("q")
     actor.fail("q", [last], ERROR)
     row = job_row(db, "q", job_id)
