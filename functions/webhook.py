@@ -35,7 +35,7 @@ TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 def webhook(request: flask.Request) -> flask.Response:
     settings = instance.settings()
     secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
-    routes = require(settings.webhook_routes_table, "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
+    routes = require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
     headers = request.headers
     signed = SIGNATURE_HEADER in headers
     if not signed and settings.webhook_require_signature:

@@ -11,10 +11,8 @@ resolved before validation, so the rest of the code only ever sees plain values.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -22,7 +20,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from shared.errors import ConfigError
 from shared.secrets import resolve_secret_references
-from shared.webhook_routes import WebhookRoutes
 
 # pg-boss accepts bare names matching \w+ that do not start with a digit, and Postgres
 # folds them to lower case. Accepting only lower case keeps the name we quote, the
@@ -67,8 +64,10 @@ class Settings(BaseSettings):
     # defaults, as the Node app's first send would need it to be.
     create_missing_queues: bool = Field(False, alias="CREATE_MISSING_QUEUES")
     webhook_max_body_bytes: int = Field(1_048_576, alias="WEBHOOK_MAX_BODY_BYTES", ge=1024, le=32 * 1_048_576)
-    webhook_routes: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES")
-    webhook_routes_file: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES_FILE")
+    # The routes table, as JSON or as the path of a JSON file; parsed and validated at
+    # cold start by shared.webhook_routes, which knows its shape (settings do not).
+    webhook_routes: str | None = Field(None, alias="WEBHOOK_ROUTES")
+    webhook_routes_file: str | None = Field(None, alias="WEBHOOK_ROUTES_FILE")
     webhook_require_signature: bool = Field(False, alias="WEBHOOK_REQUIRE_SIGNATURE")
     webhook_signature_tolerance_seconds: int = Field(300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600)
 
@@ -130,49 +129,24 @@ class Settings(BaseSettings):
     def _secrets_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("database_url", "drain_token", mode="before")
+    @field_validator(
+        "database_url",
+        "drain_token",
+        "webhook_routes",
+        "webhook_routes_file",
+        "drain_budget_seconds",
+        "drain_listen_database_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("webhook_routes", mode="before")
-    @classmethod
-    def _routes_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.strip():
-                return None
-            try:
-                return json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"not valid JSON: {exc}") from None
-        return value
-
-    @field_validator("webhook_routes_file", mode="before")
-    @classmethod
-    def _routes_from_file(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.strip():
-                return None
-            try:
-                text = Path(value).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
-            try:
-                return json.loads(text)
-            except ValueError as exc:
-                raise ValueError(f"{value} is not valid JSON: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _one_routes_source(self) -> Settings:
         if self.webhook_routes is not None and self.webhook_routes_file is not None:
             raise ValueError("set WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE, not both")
         return self
-
-    @property
-    def webhook_routes_table(self) -> WebhookRoutes | None:
-        """The webhook's routes table, from whichever of the two settings holds it."""
-        return self.webhook_routes or self.webhook_routes_file
 
     @field_validator("pgboss_schema")
     @classmethod
@@ -184,7 +158,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "drain_listen_database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
@@ -201,18 +175,6 @@ class Settings(BaseSettings):
     def _drain_accounts_from_csv(cls, value: Any) -> Any:
         value = _split_csv(value)
         return tuple(email.lower() for email in value) if isinstance(value, list | tuple) else value
-
-    @field_validator("drain_budget_seconds", "drain_listen_database_url", mode="before")
-    @classmethod
-    def _drain_blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("drain_listen_database_url")
-    @classmethod
-    def _drain_listen_url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
-            raise ValueError("must be a postgresql:// URL")
-        return value
 
     @field_validator("drain_oidc_certs_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""Per-instance state: settings, the database connection and the pg-boss client.
+"""Per-instance state: settings, the routes table, the database connection and the pg-boss client.
 
 A Cloud Functions instance serves many requests, so each of these is created once,
 on first use, and reused. ``reset`` exists for tests and for local reloads.
@@ -13,6 +13,7 @@ from typing import Any
 from shared.config import Settings
 from shared.db import Database
 from shared.pgboss.client import PgBoss
+from shared.webhook_routes import WebhookRoutes, routes_table
 
 _lock = threading.RLock()  # re-entrant: boss() builds database() under it
 _state: dict[str, Any] = {}
@@ -20,6 +21,11 @@ _state: dict[str, Any] = {}
 
 def settings() -> Settings:
     return _once("settings", lambda: Settings.from_environ(os.environ))
+
+
+def webhook_routes() -> WebhookRoutes | None:
+    """The webhook's routes table (None when no route is configured), parsed once."""
+    return _once("webhook_routes", lambda: routes_table(settings()))
 
 
 def database() -> Database:
@@ -40,10 +46,8 @@ def reset() -> None:
 
 
 def _once(key: str, build: Any) -> Any:
-    value = _state.get(key)
-    if value is None:
+    if key not in _state:
         with _lock:
-            value = _state.get(key)
-            if value is None:
-                value = _state[key] = build()
-    return value
+            if key not in _state:
+                _state[key] = build()
+    return _state[key]

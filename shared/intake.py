@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.errors import InvalidRequest, MalformedRequest
+from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import QueueNotFound
 from shared.pgboss.models import JobRequest, SendOptions, check_queue_name
-
-if TYPE_CHECKING:  # settings load this module; the client imports the settings
-    from shared.pgboss.client import PgBoss
 
 # Deeper JSON than this is refused (400) before anything walks it recursively.
 MAX_JSON_DEPTH = 100

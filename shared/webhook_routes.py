@@ -1,7 +1,8 @@
 """Which Supabase database events become which jobs: a small routes table, validated at cold start.
 
 The table is configuration (``WEBHOOK_ROUTES`` as JSON, or ``WEBHOOK_ROUTES_FILE``);
-``webhook_routes.example.json`` is an example. Each route says::
+``webhook_routes.example.json`` is an example. Settings carry the two variables as
+text; ``routes_table`` parses them once, at cold start, into the table. Each route says::
 
     {
       "name":   "document-uploaded",      stable; part of every job id it makes (never rename lightly)
@@ -42,11 +43,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.errors import InvalidRequest
+from shared.config import Settings, describe_validation_error
+from shared.errors import ConfigError, InvalidRequest
 from shared.intake import DatabaseEvent, EventType
 from shared.pgboss.models import JobRequest, SendOptions, check_queue_name
 
@@ -163,6 +166,48 @@ class WebhookRoutes(_Config):
     def jobs_for(self, event: DatabaseEvent) -> list[tuple[Route, JobRequest]]:
         """One job per route that matches ``event``, in table order; empty when none does."""
         return [(route, route.job(event)) for route in self.routes if route.matches(event)]
+
+
+def routes_table(settings: Settings) -> WebhookRoutes | None:
+    """The routes table ``settings`` name, or None; ``ConfigError`` naming the variable if it is bad."""
+    try:
+        sources = _Sources.model_validate(
+            {"WEBHOOK_ROUTES": settings.webhook_routes, "WEBHOOK_ROUTES_FILE": settings.webhook_routes_file}
+        )
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return sources.inline or sources.from_file
+
+
+class _Sources(_Config):
+    """The two settings that may hold the table, parsed; field aliases are the variables."""
+
+    inline: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES")
+    from_file: WebhookRoutes | None = Field(None, alias="WEBHOOK_ROUTES_FILE")
+
+    @field_validator("inline", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+        return value
+
+    @field_validator("from_file", mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                text = Path(value).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{value} is not valid JSON: {exc}") from None
+        return value
 
 
 _MISSING = object()

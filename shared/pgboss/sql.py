@@ -16,15 +16,14 @@ Postgres routes and prunes to the queue's own table.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
+from shared.config import SCHEMA_NAME
 
 
 def render(statement: str, schema: str) -> str:
     """The statement with the schema identifier filled in (quoted, after validation)."""
-    if not _SCHEMA.match(schema):
+    if not SCHEMA_NAME.match(schema):
         raise ValueError(f"invalid pg-boss schema name {schema!r}")
     return statement.replace("{schema}", f'"{schema}"')
 

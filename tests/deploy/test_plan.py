@@ -14,6 +14,7 @@ import pytest
 
 from shared.config import Settings
 from shared.secrets import is_secret_reference
+from shared.webhook_routes import routes_table
 from tests.conftest import require_tool
 from tests.deploy.plan import (
     ENVIRONMENTS,
@@ -256,7 +257,7 @@ def test_each_function_starts_with_valid_settings(plan: Plan, monkeypatch: pytes
         if name == "drain":
             assert settings.drain_oidc_audiences and settings.drain_oidc_service_accounts
         if name == "webhook":
-            assert settings.webhook_routes_table is not None, "webhook needs its routes"
+            assert routes_table(settings) is not None, "webhook needs its routes"
 
 
 def test_routes_file_is_in_the_repository(plan: Plan) -> None:

@@ -13,7 +13,7 @@ import pytest
 from shared.config import Settings
 from shared.errors import ConfigError, InvalidRequest
 from shared.intake import DatabaseEvent
-from shared.webhook_routes import WebhookRoutes
+from shared.webhook_routes import WebhookRoutes, routes_table
 from tests.conftest import MAIN, ROOT
 from tests.intake.conftest import ROUTES
 
@@ -33,8 +33,7 @@ BASE = {"name": "r", "table": "documents", "events": ["INSERT"], "queue": "q"}
 
 
 def test_the_example_file_is_a_valid_routes_table() -> None:
-    settings = Settings.from_environ({"WEBHOOK_ROUTES_FILE": str(EXAMPLE)})
-    table = settings.webhook_routes_table
+    table = routes_table(Settings.from_environ({"WEBHOOK_ROUTES_FILE": str(EXAMPLE)}))
     assert table is not None
     assert next(r.queue for r in table.routes) == "document-process"
     matched = table.jobs_for(event(record={"id": 7, "project_id": 2, "storage_path": "a/b.pdf"}))
@@ -46,8 +45,8 @@ def test_the_example_file_is_a_valid_routes_table() -> None:
 def test_inline_json_and_file_are_equivalent(tmp_path) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(ROUTES))
-    inline = Settings.from_environ({"WEBHOOK_ROUTES": json.dumps(ROUTES)}).webhook_routes_table
-    from_file = Settings.from_environ({"WEBHOOK_ROUTES_FILE": str(path)}).webhook_routes_table
+    inline = routes_table(Settings.from_environ({"WEBHOOK_ROUTES": json.dumps(ROUTES)}))
+    from_file = routes_table(Settings.from_environ({"WEBHOOK_ROUTES_FILE": str(path)}))
     assert inline == from_file
 
 
@@ -82,7 +81,7 @@ def test_inline_json_and_file_are_equivalent(tmp_path) -> None:
 )
 def test_bad_routes_are_named_at_startup(environ: dict[str, str], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_environ(environ)
+        routes_table(Settings.from_environ(environ))
     assert expected in str(caught.value)
 
 
