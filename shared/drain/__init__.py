@@ -40,7 +40,7 @@ the held jobs running, and retries their settling with backoff until the budget 
 Modules, one job each: ``limits`` (what bounds a call), ``summary`` (what a call
 answers), ``queues`` (creating the handlers' queues), ``listener`` (the NOTIFY
 thread), ``pool`` (the handler threads), ``events`` (what those threads report),
-``state`` (what the loop tracks per queue and per running job), ``database`` (retrying
-and riding out an outage), ``settling`` (complete, fail, touch in batches),
+``state`` (what the loop tracks per queue and per running job), ``outage`` (pausing
+and backing off while the database is away), ``settling`` (complete, fail, touch in batches),
 ``failures`` (the errors drain fails a job with) and ``loop`` (the ``Drainer``).
 """

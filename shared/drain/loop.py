@@ -8,18 +8,18 @@ report through one event queue (see ``shared.drain`` for the call's shape).
 from __future__ import annotations
 
 import logging
-import queue as queues_
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from shared.db import Database
-from shared.drain.database import DatabaseCalls
 from shared.drain.events import Finished, Key, ListenerLost, Woken
 from shared.drain.failures import DrainStopped, HandlerTimedOut
 from shared.drain.limits import Limits
 from shared.drain.listener import Listener
+from shared.drain.outage import OutageGuard
 from shared.drain.pool import HandlerPool
 from shared.drain.queues import ensure_queues, forget_ensured_queue
 from shared.drain.settling import Settler
@@ -50,7 +50,7 @@ class Drainer:
         self._limits = limits
         self._open_listener_db = listen
         self._clock = clock
-        self._events: queues_.SimpleQueue[Any] = queues_.SimpleQueue()
+        self._events: SimpleQueue[Any] = SimpleQueue()
         self._running: dict[Key, Running] = {}
         self._queues: dict[str, QueueState] = {}
         self._order: list[str] = []
@@ -58,8 +58,8 @@ class Drainer:
         self._listener: Listener | None = None
         self._listening = False
         self._pool = HandlerPool(self._events)
-        self._calls = DatabaseCalls(clock)
-        self._settler = Settler(boss, self._calls)
+        self._outage = OutageGuard(clock)
+        self._settler = Settler(boss, self._outage)
 
     # -- public -------------------------------------------------------------------------
 
@@ -140,8 +140,8 @@ class Drainer:
             self._fetch_round()
             now = self._clock()
             if not self._running and not self._holding():
-                if self._calls.down is not None:
-                    raise self._calls.down
+                if self._outage.down is not None:
+                    raise self._outage.down
                 if self._fetched >= limits.max_jobs:
                     return "max_jobs"
                 open_queues = [s for s in self._queues.values() if now < s.fetch_until and not s.broken]
@@ -169,20 +169,20 @@ class Drainer:
             self._settle(self._clock(), final=True)
             if not self._holding() or self._clock() >= deadline:
                 return
-            time.sleep(min(self._calls.backoff, max(0.0, deadline - self._clock())))
+            time.sleep(min(self._outage.backoff, max(0.0, deadline - self._clock())))
 
     # -- events -----------------------------------------------------------------------------
 
     def _take_events(self, block_for: float | None) -> None:
         try:
             event = self._events.get(timeout=block_for) if block_for else self._events.get_nowait()
-        except queues_.Empty:
+        except Empty:
             return
         while True:
             self._handle(event)
             try:
                 event = self._events.get_nowait()
-            except queues_.Empty:
+            except Empty:
                 return
 
     def _handle(self, event: Any) -> None:
@@ -217,7 +217,7 @@ class Drainer:
     def _fetch_round(self) -> None:
         limits = self._limits
         while True:
-            if self._calls.paused(self._clock()):
+            if self._outage.paused(self._clock()):
                 return
             now = self._clock()
             in_turn = (self._queues[name] for name in self._order)
@@ -234,7 +234,7 @@ class Drainer:
                     return
                 fetched_at = self._clock()
                 try:
-                    jobs = self._calls.run(partial(self._boss.fetch, state.name, wanted))
+                    jobs = self._outage.run(partial(self._boss.fetch, state.name, wanted))
                 except DatabaseError as exc:
                     log.error(
                         f"fetching from {state.name!r} was refused ({exc}); skipping it in this call",
@@ -301,14 +301,14 @@ class Drainer:
         for run in self._running.values():
             wake = min(wake, run.expire_at, run.next_touch or wake)
         if self._holding():
-            wake = min(wake, self._calls.retry_at)
+            wake = min(wake, self._outage.retry_at)
         fetching = self._fetched < self._limits.max_jobs and len(self._running) < self._limits.concurrency
         if fetching and self._limits.budget_seconds > 0:
             for state in self._queues.values():
                 if now < state.fetch_until and not state.broken:
                     due = state.next_poll if state.dry else now
-                    if self._calls.down is not None:
-                        due = max(due, self._calls.retry_at)
+                    if self._outage.down is not None:
+                        due = max(due, self._outage.retry_at)
                     wake = min(wake, due)
         return wake
 
@@ -318,7 +318,7 @@ class Drainer:
         return any(state.holding() for state in self._queues.values())
 
     def _settle(self, now: float, *, final: bool = False) -> None:
-        if self._calls.paused(now) and not final:
+        if self._outage.paused(now) and not final:
             return
         for state in self._queues.values():
             if not self._settler.settle(state):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import json
-import queue as queues_
 import threading
+from queue import SimpleQueue
 from typing import Any
 
 from shared.drain.events import Finished, Key
@@ -25,9 +25,9 @@ class HandlerPool:
     returns cannot keep the process from exiting.
     """
 
-    def __init__(self, events: queues_.SimpleQueue[Any]) -> None:
+    def __init__(self, events: SimpleQueue[Any]) -> None:
         self._events = events
-        self._tasks: queues_.SimpleQueue[Any] = queues_.SimpleQueue()
+        self._tasks: SimpleQueue[Any] = SimpleQueue()
         self._threads = 0
         self._idle = 0  # threads waiting for a task no submit has claimed yet
         self._lock = threading.Lock()

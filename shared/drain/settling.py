@@ -11,8 +11,8 @@ import logging
 from functools import partial
 from typing import Any
 
-from shared.drain.database import DatabaseCalls
 from shared.drain.failures import HandlerOutputInvalid
+from shared.drain.outage import OutageGuard
 from shared.drain.state import QueueState
 from shared.errors import DatabaseError
 from shared.pgboss.client import PgBoss
@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 class Settler:
     """Sends what a queue holds to pg-boss and counts the outcome in its stats."""
 
-    def __init__(self, boss: PgBoss, calls: DatabaseCalls) -> None:
+    def __init__(self, boss: PgBoss, outage: OutageGuard) -> None:
         self._boss = boss
-        self._calls = calls
+        self._outage = outage
 
     def settle(self, state: QueueState) -> bool:
         """Settle everything ``state`` holds; False when the database is away."""
@@ -36,7 +36,7 @@ class Settler:
             return False
         if state.touches:
             jobs = list(state.touches)
-            touched = self._calls.run(partial(self._boss.touch, state.name, jobs))
+            touched = self._outage.run(partial(self._boss.touch, state.name, jobs))
             if touched is None:
                 return False
             del state.touches[: len(jobs)]
@@ -51,7 +51,7 @@ class Settler:
         """Complete what finished; False when the database is away."""
         items = list(state.completes)
         try:
-            done = self._calls.run(lambda: self._boss.complete(state.name, items))
+            done = self._outage.run(lambda: self._boss.complete(state.name, items))
         except DatabaseError as exc:
             # One output the database refuses (a \u0000 in a string, say) must not hold
             # back the others: settle one by one and fail the job whose output is refused.
@@ -67,7 +67,7 @@ class Settler:
     def _complete_one_by_one(self, state: QueueState, items: list[tuple[Job, Any]]) -> bool:
         for job, output in items:
             try:
-                done = self._calls.run(partial(self._boss.complete, state.name, [(job, output)]))
+                done = self._outage.run(partial(self._boss.complete, state.name, [(job, output)]))
             except DatabaseError as refused:
                 state.completes.pop(0)
                 state.fails.append((job, HandlerOutputInvalid(f"the database refused the output: {refused}")))
@@ -83,7 +83,7 @@ class Settler:
         """Fail what failed; False when the database is away."""
         items = list(state.fails)
         try:
-            outcome = self._calls.run(lambda: self._boss.fail(state.name, items))
+            outcome = self._outage.run(lambda: self._boss.fail(state.name, items))
         except DatabaseError as exc:
             log.error(
                 f"failing {len(items)} jobs of {state.name!r} was refused ({exc}); they stay active "

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 # Every handler the package ships. A module registers its handlers when imported.
-HANDLER_MODULES: tuple[str, ...] = ("shared.handlers.test_job",)
+HANDLER_MODULES: tuple[str, ...] = ("shared.handlers.echo",)
 
 HANDLERS = Registry()
 handler = HANDLERS.handler

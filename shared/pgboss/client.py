@@ -22,7 +22,7 @@ from uuid import UUID
 
 from shared.db import Database, Row
 from shared.errors import DatabaseError
-from shared.pgboss import documents, sql
+from shared.pgboss import encoding, sql
 from shared.pgboss.errors import (
     InternalQueue,
     InvalidQueue,
@@ -159,7 +159,7 @@ class PgBoss:
             raise InvalidQueue("name", str(error)) from None
         if options.dead_letter == name:
             raise InvalidQueue("deadLetter", "deadLetter cannot be the queue itself")
-        params = {"name": name, "options": documents.encode(options.wire())}
+        params = {"name": name, "options": encoding.encode(options.wire())}
         with self._errors([name, options.dead_letter or name]), self.db.transaction() as tx:
             tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + "create-queue"})
             tx.run(self._sql(sql.CREATE_QUEUE), params)
@@ -194,8 +194,8 @@ class PgBoss:
         """
         if not jobs:
             return []
-        rows = documents.job_rows(jobs)
-        params = {"jobs": documents.encode(rows), "channel": self.notify_channel}
+        rows = encoding.job_rows(jobs)
+        params = {"jobs": encoding.encode(rows), "channel": self.notify_channel}
         keyless = {job.name for job in jobs if job.options.singleton_key is None}
         names = {job.name for job in jobs} | {job.options.dead_letter for job in jobs if job.options.dead_letter}
         debounced = any(job.options.singleton_next_slot for job in jobs)
@@ -223,7 +223,7 @@ class PgBoss:
             raise InternalQueue(name)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError("batch_size must be an integer >= 1")
-        group_limit, group_tiers = documents.group_limits(group_concurrency)
+        group_limit, group_tiers = encoding.group_limits(group_concurrency)
         policy = self._require_queue(name).policy
         params = {
             "name": name,
@@ -248,7 +248,7 @@ class PgBoss:
         if not results:
             return []
         self._require_queue(name)
-        params = {"name": name, "jobs": documents.encode(documents.settle_rows(results))}
+        params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(results))}
         return [str(row["id"]) for row in self._run(sql.COMPLETE_JOBS, params)]
 
     def fail(self, name: str, failures: Sequence[tuple[Job, Any]]) -> FailOutcome:
@@ -259,7 +259,7 @@ class PgBoss:
         if not failures:
             return FailOutcome()
         self._require_queue(name)
-        params = {"name": name, "jobs": documents.encode(documents.settle_rows(failures))}
+        params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(failures))}
         return _outcome(self._run(sql.FAIL_JOBS, params))
 
     def fail_expired(self, name: str) -> FailOutcome:
@@ -289,7 +289,7 @@ class PgBoss:
         if not jobs:
             return 0
         self._require_queue(name)
-        params = {"name": name, "jobs": documents.encode(documents.attempt_rows(jobs))}
+        params = {"name": name, "jobs": encoding.encode(encoding.attempt_rows(jobs))}
         return len(self._run(sql.TOUCH_JOBS, params))
 
     # -- managing ---------------------------------------------------------------------
@@ -313,7 +313,7 @@ class PgBoss:
     def get_job(self, name: str, id: str | UUID, *, include_metadata: bool = False) -> Job | None:
         """One job by queue and id (ids are unique per queue only), or None."""
         try:
-            (job_id,) = documents.job_ids([id])
+            (job_id,) = encoding.job_ids([id])
         except ValueError:
             return None
         rows = self._run(sql.GET_JOB, {"name": name, "id": job_id}, safe_to_retry=True)
@@ -325,7 +325,7 @@ class PgBoss:
         if not ids:
             return 0
         self._require_queue(name)
-        rows = self._run(statement, {"name": name, "ids": documents.job_ids(ids)})
+        rows = self._run(statement, {"name": name, "ids": encoding.job_ids(ids)})
         return int(rows[0][count_column]) if count_column else len(rows)
 
     # -- statements and their errors ---------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 
 from shared.errors import ConfigError
 from shared.handlers import HANDLERS, Attempt, Registry, load, sleep, stopping
+from shared.handlers.echo import RequestedFailure
 from shared.handlers.registry import run_attempt
-from shared.handlers.test_job import RequestedFailure
 from shared.pgboss.models import Job, QueuePolicy
 
 

@@ -18,7 +18,7 @@ _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 2.0
 
 
-class DatabaseCalls:
+class OutageGuard:
     """Runs the loop's database operations and remembers whether the database is away."""
 
     def __init__(self, clock: Callable[[], float]) -> None:

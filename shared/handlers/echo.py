@@ -1,4 +1,4 @@
-"""``test-job``: the smoke test of a deployment.
+"""``test-job``: the smoke-test handler of a deployment, which echoes its data back.
 
 Send ``{"hello": 1}`` to queue ``test-job`` and the next drain completes it with
 output ``{"echo": {"hello": 1}}``. In the data, ``"sleep": SECONDS`` makes the handler
