@@ -24,6 +24,7 @@ import functions_framework
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import auth, instance, log
+from shared.config import Settings
 from shared.db import Database
 from shared.drain.limits import Limits
 from shared.drain.listener import listen_url
@@ -60,14 +61,14 @@ def drain(request: flask.Request) -> flask.Response:
         instance.boss(),
         registry,
         Limits.from_settings(settings, budget_seconds=body.budget_seconds, max_jobs=body.max_jobs),
-        listen=(lambda: _listener_database(url, settings)) if url else None,
+        listen=(lambda: Database.from_settings(settings, url=url)) if url else None,
     )
     summary = drainer.run(list(dict.fromkeys(names))).as_dict()
     log.annotate(**{key: summary[key] for key in ("fetched", "completed", "failed", "retried", "expired", "stopped")})
     return json_response(summary)
 
 
-def read_request(request: flask.Request, queues: tuple[str, ...], settings: Any) -> DrainRequest:
+def read_request(request: flask.Request, queues: tuple[str, ...], settings: Settings) -> DrainRequest:
     """The validated body (all defaults when there is none)."""
     if not request.content_length and not request.headers.get("Transfer-Encoding"):
         return DrainRequest()
@@ -97,12 +98,3 @@ def read_request(request: flask.Request, queues: tuple[str, ...], settings: Any)
 
 def _error(loc: list[Any], msg: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": "value_error"}
-
-
-def _listener_database(url: str, settings: Any) -> Database:
-    return Database(
-        url,
-        connect_timeout=settings.db_connect_timeout_seconds,
-        statement_timeout_ms=settings.db_statement_timeout_ms,
-        idle_check_seconds=3600.0,
-    )

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import SecretStr
 from werkzeug.datastructures import Headers
 
+from shared.config import Settings
 from shared.errors import ConfigError, Unauthenticated, Unavailable
 
 SIGNATURE_PREFIX = "sha256="
@@ -269,7 +270,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def check_drain_caller(headers: Headers, settings: Any) -> str:
+def check_drain_caller(headers: Headers, settings: Settings) -> str:
     """Who is calling drain: ``"drain-token"`` or a verified service-account email.
 
     Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pg8000.exceptions
 import pg8000.native
 
-from shared.config import require
+from shared.config import Settings, require
 from shared.errors import ConfigError, DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,14 @@ class Database:
         self._listening: pg8000.native.Connection | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, *, timeout: float | None = None) -> Database:
-        """A database for these settings; ``timeout`` bounds connecting and every read."""
-        url = require(settings.database_url, "DATABASE_URL", "database access").get_secret_value()
+    def from_settings(cls, settings: Settings, *, url: str | None = None, timeout: float | None = None) -> Database:
+        """A database for these settings; the one way the package builds one.
+
+        ``url`` stands in for DATABASE_URL (drain's LISTEN may go elsewhere); ``timeout``
+        bounds connecting and every read, for a quick probe such as ready's.
+        """
+        if url is None:
+            url = require(settings.database_url, "DATABASE_URL", "database access").get_secret_value()
         if timeout is None:
             prepared = {"on": True, "off": False}.get(settings.db_prepared_statements)
             return cls(

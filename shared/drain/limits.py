@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from shared.config import Settings
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Limits:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, *, budget_seconds: float | None = None, max_jobs: int | None = None
+        cls, settings: Settings, *, budget_seconds: float | None = None, max_jobs: int | None = None
     ) -> Limits:
         return cls(
             budget_seconds=settings.drain_default_budget_seconds if budget_seconds is None else budget_seconds,

@@ -7,18 +7,19 @@ and posts each queue name woken to the loop's event queue.
 from __future__ import annotations
 
 import contextlib
-import queue as queues_
 import socket
 import threading
 from collections.abc import Callable
+from queue import SimpleQueue
 from typing import Any
 
+from shared.config import Settings
 from shared.db import ConnectionParams, Database
 from shared.drain.events import ListenerLost, Woken
 from shared.errors import AppError
 
 
-def listen_url(settings: Any) -> str | None:
+def listen_url(settings: Settings) -> str | None:
     """The URL drain LISTENs through, or None when it should poll.
 
     LISTEN cannot work through a transaction-mode pooler (Supabase's Supavisor), where
@@ -38,7 +39,7 @@ class Listener:
     """LISTEN on pg-boss's channel on a connection of its own; posts each queue name woken."""
 
     def __init__(
-        self, open_database: Callable[[], Database], channel: str, events: queues_.SimpleQueue[Any], interval: float
+        self, open_database: Callable[[], Database], channel: str, events: SimpleQueue[Any], interval: float
     ) -> None:
         self._open = open_database
         self._channel = channel
