@@ -29,10 +29,9 @@ from shared.db import Database
 from shared.drain.limits import Limits
 from shared.drain.listener import listen_url
 from shared.drain.loop import Drainer
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, field_errors
 from shared.handlers import load
 from shared.http import endpoint, json_response, parse_json, read_body
-from shared.intake import field_errors
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -62,6 +61,7 @@ def drain(request: flask.Request) -> flask.Response:
         registry,
         Limits.from_settings(settings, budget_seconds=body.budget_seconds, max_jobs=body.max_jobs),
         listen=(lambda: Database.from_settings(settings, url=url)) if url else None,
+        handler_queues=instance.handler_queues(),
     )
     summary = drainer.run(list(dict.fromkeys(names))).as_dict()
     log.annotate(**{key: summary[key] for key in ("fetched", "completed", "failed", "retried", "expired", "stopped")})

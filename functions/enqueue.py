@@ -17,23 +17,20 @@ import flask
 import functions_framework
 
 from shared import auth, instance, intake, log
-from shared.config import require
-from shared.http import endpoint, json_response, read_json
-
-API_KEY_HEADER = "X-API-Key"
+from shared.http import endpoint, jobs_at, json_response, read_json
 
 
 @functions_framework.http
 @endpoint("POST")
 def enqueue(request: flask.Request) -> flask.Response:
     settings = instance.settings()
-    keys = require(settings.api_keys, "API_KEYS", "enqueue")
-    auth.check_secret(auth.presented_secret(request.headers, API_KEY_HEADER), keys)
+    auth.check_enqueue_caller(request.headers, settings)
 
     body = read_json(request, max_bytes=settings.enqueue_max_body_bytes)
     jobs, batch = intake.parse_enqueue(body, max_batch=settings.enqueue_max_batch)
     log.annotate(queues=sorted({job.name for job in jobs}), jobs=len(jobs))
-    ids = intake.submit(instance.boss(), jobs, create_missing_queues=settings.create_missing_queues)
+    with jobs_at([intake.options_loc(index, batch) for index in range(len(jobs))]):
+        ids = intake.submit(instance.boss(), jobs, create_missing_queues=settings.create_missing_queues)
 
     created = [job_id for job_id in ids if job_id is not None]
     deduplicated = len(ids) - len(created)

@@ -5,14 +5,10 @@ inserts (one statement) and answers 202 ``{"ids", "routes", "deduplicated"}``; 2
 ``{"ignored": true}`` when no route matches. A repeated delivery derives the same job
 id and is answered as deduplicated (see ``shared.webhook_routes``).
 
-Database webhooks are not signed: the trigger sends a ``WEBHOOK_SECRET`` (comma-separated,
-so old and new are both valid while it rotates) as
-``Authorization: Bearer SECRET`` or ``X-Webhook-Secret: SECRET``. A sender that signs
-adds ``X-Webhook-Signature: sha256=HEX`` (HMAC-SHA256 of the raw body with the same
-secret; of ``TIMESTAMP + "." + body`` when ``X-Webhook-Timestamp`` is sent, which must
-then be within ``WEBHOOK_SIGNATURE_TOLERANCE_SECONDS``). Every credential sent must be
-valid and at least one must be sent; ``WEBHOOK_REQUIRE_SIGNATURE`` makes the
-signature mandatory.
+Database webhooks are not signed: the trigger sends a ``WEBHOOK_SECRET`` as a bearer
+token or ``X-Webhook-Secret``; a sender that signs adds ``X-Webhook-Signature``
+(``shared.auth.check_webhook_caller`` has the rules). A refusal about a job names the
+route that made it: ``["routes", NAME, "options", OPTION]``.
 """
 
 from __future__ import annotations
@@ -22,35 +18,17 @@ import functions_framework
 
 from shared import auth, instance, intake, log
 from shared.config import require
-from shared.errors import Unauthenticated
-from shared.http import endpoint, json_response, parse_json, read_body
-
-SECRET_HEADER = "X-Webhook-Secret"
-SIGNATURE_HEADER = "X-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Webhook-Timestamp"
+from shared.http import endpoint, jobs_at, json_response, parse_json, read_body
 
 
 @functions_framework.http
 @endpoint("POST")
 def webhook(request: flask.Request) -> flask.Response:
     settings = instance.settings()
-    secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
     routes = require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
-    headers = request.headers
-    signed = SIGNATURE_HEADER in headers
-    if not signed and settings.webhook_require_signature:
-        raise Unauthenticated("a signature (X-Webhook-Signature) is required")
-    if not signed or SECRET_HEADER in headers or "Authorization" in headers:
-        auth.check_secret(auth.presented_secret(headers, SECRET_HEADER), secrets)
-    raw = read_body(request, max_bytes=settings.webhook_max_body_bytes)
-    if signed:
-        auth.check_signature(
-            raw,
-            headers.get(SIGNATURE_HEADER),
-            secrets,
-            timestamp=headers.get(TIMESTAMP_HEADER),
-            tolerance_seconds=settings.webhook_signature_tolerance_seconds,
-        )
+    raw = auth.check_webhook_caller(
+        request.headers, settings, lambda: read_body(request, max_bytes=settings.webhook_max_body_bytes)
+    )
 
     event = intake.parse_event(parse_json(raw))
     log.annotate(event=f"{event.type} {event.schema_name}.{event.table}")
@@ -59,11 +37,12 @@ def webhook(request: flask.Request) -> flask.Response:
         log.annotate(outcome="ignored")
         return json_response(intake.Ignored().model_dump())
     names = [route.name for route, _ in matched]
-    ids = intake.submit(
-        instance.boss(),
-        [job for _, job in matched],
-        create_missing_queues=settings.create_missing_queues,
-    )
+    with jobs_at([["routes", name, "options"] for name in names]):
+        ids = intake.submit(
+            instance.boss(),
+            [job for _, job in matched],
+            create_missing_queues=settings.create_missing_queues,
+        )
 
     created = [job_id for job_id in ids if job_id is not None]
     deduplicated = len(ids) - len(created)

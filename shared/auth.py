@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import SecretStr
 from werkzeug.datastructures import Headers
 
-from shared.config import Settings
+from shared.config import Settings, require
 from shared.errors import ConfigError, Unauthenticated, Unavailable
 
 SIGNATURE_PREFIX = "sha256="
@@ -71,12 +71,6 @@ def check_secret(presented: str | None, secrets: Iterable[SecretStr | str]) -> N
         raise Unauthenticated("missing or invalid credentials")
 
 
-def sign(body: bytes, secret: str, timestamp: str | None = None) -> str:
-    """The ``sha256=HEX`` signature of ``body`` (of ``timestamp + "." + body`` when timed)."""
-    message = body if timestamp is None else timestamp.encode("ascii") + b"." + body
-    return SIGNATURE_PREFIX + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
-
-
 def check_signature(
     body: bytes,
     signature: str | None,
@@ -109,6 +103,57 @@ def check_signature(
         matched |= hmac.compare_digest(_digest(presented or "\x00"), _digest(expected))
     if not matched or presented is None:
         raise Unauthenticated("missing or invalid signature")
+
+
+# -- enqueue: services holding an API key -------------------------------------------------
+
+API_KEY_HEADER = "X-API-Key"
+
+
+def check_enqueue_caller(headers: Headers, settings: Settings) -> None:
+    """Raise ``Unauthenticated`` unless the request carries one of ``API_KEYS``.
+
+    The key travels as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; behind Cloud
+    Run IAM, Google's token stays in ``X-Serverless-Authorization``.
+    """
+    check_secret(presented_secret(headers, API_KEY_HEADER), require(settings.api_keys, "API_KEYS", "enqueue"))
+
+
+# -- webhook: Supabase's database webhook triggers ----------------------------------------
+
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+WEBHOOK_SIGNATURE_HEADER = "X-Webhook-Signature"
+WEBHOOK_TIMESTAMP_HEADER = "X-Webhook-Timestamp"
+
+
+def check_webhook_caller(headers: Headers, settings: Settings, read_body: Callable[[], bytes]) -> bytes:
+    """The raw body of an authenticated webhook delivery; ``Unauthenticated`` otherwise.
+
+    Database webhooks are not signed: the trigger sends one of ``WEBHOOK_SECRET``
+    (comma-separated, so old and new are both valid while it rotates) as
+    ``Authorization: Bearer SECRET`` or ``X-Webhook-Secret: SECRET``. A sender that signs
+    adds ``X-Webhook-Signature: sha256=HEX`` (HMAC-SHA256 of the raw body with the same
+    secret; of ``TIMESTAMP + "." + body`` when ``X-Webhook-Timestamp`` is sent, which
+    must then be within ``WEBHOOK_SIGNATURE_TOLERANCE_SECONDS``). Every credential sent
+    must be valid and at least one must be sent; ``WEBHOOK_REQUIRE_SIGNATURE`` makes the
+    signature mandatory. A secret is checked before the body is read.
+    """
+    secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
+    signed = WEBHOOK_SIGNATURE_HEADER in headers
+    if not signed and settings.webhook_require_signature:
+        raise Unauthenticated(f"a signature ({WEBHOOK_SIGNATURE_HEADER}) is required")
+    if not signed or WEBHOOK_SECRET_HEADER in headers or "Authorization" in headers:
+        check_secret(presented_secret(headers, WEBHOOK_SECRET_HEADER), secrets)
+    body = read_body()
+    if signed:
+        check_signature(
+            body,
+            headers.get(WEBHOOK_SIGNATURE_HEADER),
+            secrets,
+            timestamp=headers.get(WEBHOOK_TIMESTAMP_HEADER),
+            tolerance_seconds=settings.webhook_signature_tolerance_seconds,
+        )
+    return body
 
 
 def _signature_hex(signature: str | None) -> str | None:
@@ -145,6 +190,8 @@ _CLOCK_SKEW_SECONDS = 10
 
 class CertificatesUnavailable(Unavailable):
     """Google's token-signing certificates cannot be fetched; tokens cannot be checked now."""
+
+    code = "certificates_unavailable"
 
 
 class CachingCertsRequest:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, describe, field_errors
 from shared.secrets import resolve_secret_references
 
 # pg-boss accepts bare names matching \w+ that do not start with a digit, and Postgres
@@ -216,8 +216,4 @@ def require(value: Any, name: str, needed_by: str) -> Any:
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per bad setting, naming the variable and what is expected, never its value."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        name = ".".join(str(part) for part in error["loc"]) or "settings"
-        problems.append(f"{name}: {error['msg']}")
-    return "invalid settings: " + "; ".join(problems)
+    return "invalid settings: " + describe(field_errors(exc), whole="settings")

@@ -1,7 +1,9 @@
 """The HTTP edge shared by every function: method checks, JSON bodies, errors -> status.
 
 ``endpoint`` wraps each function's handler. It is the one place where an exception
-becomes an HTTP status, and where each request gets its single summary log line.
+becomes an HTTP answer (status, the error's stable ``code``, and for a refusal the
+location of the field at fault), and where each request gets its single summary log
+line.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import flask
@@ -24,6 +26,7 @@ from shared.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Refused,
     RequestError,
     Unauthenticated,
     Unavailable,
@@ -33,6 +36,7 @@ from shared.errors import (
 logger = logging.getLogger("manda.request")
 
 Handler = Callable[[flask.Request], flask.Response]
+Loc = list[str | int]
 
 # Most specific first; the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[AppError], int], ...] = (
@@ -43,6 +47,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AppError], int], ...] = (
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (InvalidRequest, 422),
+    (Refused, 422),
     (RequestError, 400),
     (Unavailable, 503),
     (AppError, 500),
@@ -60,13 +65,45 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return response
 
 
+class _RefusedJob(AppError):
+    """A refusal about one job, with where the request carried that job's options."""
+
+    def __init__(self, refused: Refused, options_loc: Loc) -> None:
+        self.refused = refused
+        self.options_loc = options_loc
+        super().__init__(refused.message)
+
+
+@contextmanager
+def jobs_at(options_locs: Sequence[Loc]) -> Iterator[None]:
+    """Say where the request carried each job's options, in the order they are submitted.
+
+    A refusal about the i-th job (``Refused.job_index``) then answers with its field at
+    that place, e.g. ``["jobs", 2, "options", "singletonKey"]`` for a batch's third job.
+    """
+    try:
+        yield
+    except Refused as refused:
+        index = refused.job_index
+        if index is None or not 0 <= index < len(options_locs):
+            raise
+        raise _RefusedJob(refused, options_locs[index]) from refused
+
+
 def error_response(error: AppError) -> flask.Response:
     """The one mapping from our exceptions to an HTTP answer."""
+    options_loc: Loc = []
+    if isinstance(error, _RefusedJob):
+        options_loc = error.options_loc
+        error = error.refused
     status = next(code for kind, code in STATUS_BY_ERROR if isinstance(error, kind))
-    body: dict[str, Any] = {"error": _code(error), "message": error.message}
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
     headers: dict[str, str] = {}
     if isinstance(error, InvalidRequest) and error.errors:
         body["errors"] = error.errors
+    if isinstance(error, Refused):
+        loc = [*options_loc, error.option] if error.option else options_loc
+        body["errors"] = [{"loc": loc, "msg": error.message, "type": error.problem}]
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(error.retry_after_seconds)
     if isinstance(error, MethodNotAllowed):
@@ -74,10 +111,6 @@ def error_response(error: AppError) -> flask.Response:
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     return json_response(body, status, headers)
-
-
-def _code(error: AppError) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
 def endpoint(*methods: str) -> Callable[[Handler], Handler]:

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from shared.errors import InvalidRequest, MalformedRequest
+from shared.errors import InvalidRequest, MalformedRequest, describe, field_errors
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import QueueNotFound
-from shared.pgboss.models import JobRequest, SendOptions, check_queue_name
+from shared.pgboss.models import JobRequest, SendOptions, check_queue_name, repeated_ids
 
 # Deeper JSON than this is refused (400) before anything walks it recursively.
 MAX_JSON_DEPTH = 100
@@ -178,24 +178,22 @@ def parse_enqueue(body: Any, *, max_batch: int) -> tuple[list[JobRequest], bool]
     except ValidationError as exc:
         raise invalid(field_errors(exc)) from None
     jobs = parsed.jobs if isinstance(parsed, BatchIn) else [parsed]
+    requests = [job.request() for job in jobs]
+    repeats = {repeat.job_index: repeat for repeat in repeated_ids(requests)}
     errors = []
-    seen: dict[tuple[str, Any], int] = {}
     for index, job in enumerate(jobs):
-        prefix: Loc = ["jobs", index, "options"] if batch else ["options"]
-        errors += key_errors(job.options, prefix)
-        if job.options.id is not None:
-            first = seen.setdefault((job.name, job.options.id), index)
-            if first != index:
-                errors.append(
-                    {
-                        "loc": [*prefix, "id"],
-                        "msg": f"repeats the id of jobs[{first}] in the same queue",
-                        "type": "duplicate_id",
-                    }
-                )
+        where = options_loc(index, batch)
+        errors += key_errors(job.options, where)
+        if index in repeats:
+            errors.append({"loc": [*where, "id"], "msg": repeats[index].message, "type": repeats[index].problem})
     if errors:
         raise invalid(errors)
-    return [job.request() for job in jobs], batch
+    return requests, batch
+
+
+def options_loc(index: int, batch: bool) -> Loc:
+    """Where an enqueue body carries the options of its ``index``-th job."""
+    return ["jobs", index, "options"] if batch else ["options"]
 
 
 def parse_event(body: Any) -> DatabaseEvent:
@@ -219,10 +217,10 @@ def submit(boss: PgBoss, jobs: Sequence[JobRequest], *, create_missing_queues: b
         try:
             return boss.insert(jobs)
         except QueueNotFound as missing:
-            if not create_missing_queues or missing.name in created:
+            if not create_missing_queues or missing.queue in created:
                 raise
-            boss.create_queue(missing.name, None)
-            created.add(missing.name)
+            boss.create_queue(missing.queue, None)
+            created.add(missing.queue)
 
 
 # --- checks ---------------------------------------------------------------------
@@ -276,20 +274,6 @@ def key_errors(options: SendOptions, prefix: Loc) -> list[dict[str, Any]]:
     ]
 
 
-def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
-    """Pydantic's errors as ``{loc, msg, type}``, never echoing the input."""
-    return [
-        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_input=False, include_url=False, include_context=False)
-    ]
-
-
 def invalid(errors: list[dict[str, Any]]) -> InvalidRequest:
     """A 422 whose message (also the log line's reason) names the first few problems."""
-    shown = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in errors[:3])
-    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return InvalidRequest(f"invalid request: {shown}{more}", errors)
-
-
-def _path(loc: Sequence[str | int]) -> str:
-    return ".".join(str(part) for part in loc) or "body"
+    return InvalidRequest(f"invalid request: {describe(errors, whole='body', most=3)}", errors)

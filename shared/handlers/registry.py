@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import ConfigError
-from shared.pgboss.models import Job, QueueOptions, check_queue_name
+from shared.errors import ConfigError, describe, field_errors
+from shared.pgboss.models import INTERNAL_QUEUE_PREFIX, Job, QueueOptions, check_queue_name
 
 HandlerFunction = Callable[[Job], Any]
 
@@ -55,10 +55,7 @@ def queue_options(queue: str = "", **options: Any) -> QueueOptions:
     try:
         return QueueOptions(**{**DEFAULT_QUEUE_OPTIONS, **options, "notify": True})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'options'}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        )
+        problems = describe(field_errors(exc), whole="options")
         raise ConfigError(f"{where}invalid queue options: {problems}") from None
 
 
@@ -91,8 +88,8 @@ class Registry:
             check_queue_name(handler.queue)
         except ValueError as exc:
             raise ConfigError(f"handler queue {handler.queue!r}: {exc}") from None
-        if handler.queue.startswith("__pgboss__"):
-            raise ConfigError(f"handler queue {handler.queue!r}: __pgboss__ queues belong to pg-boss")
+        if handler.queue.startswith(INTERNAL_QUEUE_PREFIX):
+            raise ConfigError(f"handler queue {handler.queue!r}: {INTERNAL_QUEUE_PREFIX} queues belong to pg-boss")
         if handler.expected_seconds is not None and handler.expected_seconds < 0:
             raise ConfigError(f"handler queue {handler.queue!r}: expected_seconds must be >= 0")
         with self._lock:

@@ -5,10 +5,14 @@ a cursor. Statements come from ``shared.pgboss.sql``, rendered once for the sche
 Every row it writes is the row pg-boss 12.38 would have written for the same call, so
 Node workers, a Node supervisor and this package can work the same queues at once.
 
-Database errors that mean something to a caller (a missing queue or schema, a
-key_strict_fifo job without a key) become typed errors in one place, ``_errors``, which
-wraps every statement; ``_run`` adds pg-boss's one tolerated failure, a lost race for a
-policy slot during fetch, which is an empty fetch.
+Database errors that mean something to a caller become typed errors: a missing or
+different schema for every statement (``_schema_errors``), and what only a verb can
+explain for that verb (``_queue_errors``: a missing queue, a key_strict_fifo job
+without a key). Fetch adds pg-boss's one tolerated failure, a lost race for a policy
+slot, which is an empty fetch.
+
+Retrying belongs to ``Database``: a statement is marked safe to repeat when running it
+twice does no harm, and the database repeats it once on a fresh connection.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from shared.pgboss.errors import (
     UnsupportedSchemaVersion,
 )
 from shared.pgboss.models import (
+    INTERNAL_QUEUE_PREFIX,
     FailOutcome,
     Job,
     JobDetails,
@@ -49,8 +54,6 @@ SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset({46})
 
 # pg-boss's monitor fails expired jobs in batches of this many, one transaction each.
 EXPIRY_BATCH_SIZE = 1000
-# Queues pg-boss keeps for itself (cron forwarding); only Node works them.
-INTERNAL_QUEUE_PREFIX = "__pgboss__"
 
 # A schema that is not there at all, or one whose tables or functions are not the ones
 # these statements were written for.
@@ -156,11 +159,11 @@ class PgBoss:
         try:
             check_queue_name(name)
         except ValueError as error:
-            raise InvalidQueue("name", str(error)) from None
+            raise InvalidQueue(name, "name", str(error)) from None
         if options.dead_letter == name:
-            raise InvalidQueue("deadLetter", "deadLetter cannot be the queue itself")
+            raise InvalidQueue(name, "deadLetter", "deadLetter cannot be the queue itself")
         params = {"name": name, "options": encoding.encode(options.wire())}
-        with self._errors([name, options.dead_letter or name]), self.db.transaction() as tx:
+        with self._queue_errors([name, options.dead_letter or name]), self.db.transaction() as tx:
             tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + "create-queue"})
             tx.run(self._sql(sql.CREATE_QUEUE), params)
             row = tx.run(self._sql(sql.GET_QUEUE), {"name": name})[0]
@@ -190,17 +193,18 @@ class PgBoss:
 
         ``None`` marks a job suppressed by a policy, throttle/debounce slot or an id
         already in its queue. A missing queue or dead letter queue anywhere raises
-        ``QueueNotFound`` and writes nothing.
+        ``QueueNotFound``, a key_strict_fifo job without a key ``SingletonKeyRequired``
+        naming the job; either way nothing is written.
         """
         if not jobs:
             return []
         rows = encoding.job_rows(jobs)
         params = {"jobs": encoding.encode(rows), "channel": self.notify_channel}
-        keyless = {job.name for job in jobs if job.options.singleton_key is None}
-        names = {job.name for job in jobs} | {job.options.dead_letter for job in jobs if job.options.dead_letter}
+        names = [job.name for job in jobs] + [job.options.dead_letter for job in jobs if job.options.dead_letter]
         debounced = any(job.options.singleton_next_slot for job in jobs)
         statement = sql.INSERT_JOBS_DEBOUNCED if debounced else sql.INSERT_JOBS
-        [answer] = self._run(statement, params, queues=names, keyless=keyless)
+        with self._queue_errors(names, jobs):
+            [answer] = self._run(statement, params)
         return [job_id or None for job_id in answer["ids"].split(",")]
 
     # -- working ----------------------------------------------------------------------
@@ -217,7 +221,10 @@ class PgBoss:
 
         ``group_concurrency`` caps active jobs per ``group.id`` across every worker that
         applies the same limit (an int, or ``{"default": n, "tiers": {tier: m}}``). Losing
-        a race for a singleton slot yields an empty batch, as in pg-boss.
+        a race for a singleton slot yields an empty batch, as in pg-boss. Repeated once
+        on a fresh connection when the first answer was lost: jobs that lost claim went
+        to nobody either way (pg-boss's expiry retries them), and asking again claims
+        others, never the same.
         """
         if name.startswith(INTERNAL_QUEUE_PREFIX):
             raise InternalQueue(name)
@@ -235,7 +242,14 @@ class PgBoss:
         statement = statements[(group_limit is not None, include_metadata)]
         if policy in _SINGLETON_POLICIES:
             params["policy"] = policy.value
-        rows = self._run(statement, params, lost_race_is_empty=True)
+        try:
+            rows = self._run(statement, params, safe_to_retry=True)
+        except DatabaseError as error:
+            # pg-boss 12.38 treats a unique violation during fetch as an empty fetch:
+            # another worker won the policy slot between our probe and our claim.
+            if error.sqlstate == _UNIQUE_VIOLATION:
+                return []
+            raise
         shape = JobDetails if include_metadata else Job
         return [shape.from_row(row) for row in rows]
 
@@ -243,24 +257,25 @@ class PgBoss:
         """Complete fetched jobs with their outputs; the ids that were still held.
 
         Fenced on each job's fetched attempt, so a job that expired or was claimed again
-        since is left alone. Outputs are stored as pg-boss stores them.
+        since is left alone, and a repeat after a lost answer changes nothing. Outputs
+        are stored as pg-boss stores them.
         """
         if not results:
             return []
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(results))}
-        return [str(row["id"]) for row in self._run(sql.COMPLETE_JOBS, params)]
+        return [str(row["id"]) for row in self._run(sql.COMPLETE_JOBS, params, safe_to_retry=True)]
 
     def fail(self, name: str, failures: Sequence[tuple[Job, Any]]) -> FailOutcome:
         """Fail fetched jobs with their errors: retry, fail for good, dead-letter.
 
-        Fenced like ``complete``; each error is stored via ``error_output``.
+        Fenced like ``complete`` (so safe to repeat); each error is stored via ``error_output``.
         """
         if not failures:
             return FailOutcome()
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(failures))}
-        return _outcome(self._run(sql.FAIL_JOBS, params))
+        return _outcome(self._run(sql.FAIL_JOBS, params, safe_to_retry=True))
 
     def fail_expired(self, name: str) -> FailOutcome:
         """Fail the queue's timed-out and heartbeat-lost jobs, as pg-boss's monitor does.
@@ -276,7 +291,7 @@ class PgBoss:
             (sql.FAIL_HEARTBEAT_LOST, "failJobsByHeartbeat"),
         ):
             while True:
-                with self._errors([name]), self.db.transaction() as tx:
+                with self._schema_errors(), self.db.transaction() as tx:
                     tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + table + lock})
                     batch = tx.run(self._sql(statement), {"name": name, "limit": EXPIRY_BATCH_SIZE})
                 rows.extend(row for row in batch if row["id"] is not None)
@@ -285,12 +300,12 @@ class PgBoss:
         return _outcome(rows)
 
     def touch(self, name: str, jobs: Sequence[Job]) -> int:
-        """Refresh the heartbeat of jobs still held by their fetched attempt."""
+        """Refresh the heartbeat of jobs still held by their fetched attempt (idempotent)."""
         if not jobs:
             return 0
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.attempt_rows(jobs))}
-        return len(self._run(sql.TOUCH_JOBS, params))
+        return len(self._run(sql.TOUCH_JOBS, params, safe_to_retry=True))
 
     # -- managing ---------------------------------------------------------------------
 
@@ -330,36 +345,15 @@ class PgBoss:
 
     # -- statements and their errors ---------------------------------------------------
 
-    def _run(
-        self,
-        statement: str,
-        params: Mapping[str, Any],
-        *,
-        safe_to_retry: bool = False,
-        queues: Collection[str] = (),
-        keyless: Collection[str] = (),
-        lost_race_is_empty: bool = False,
-    ) -> list[Row]:
-        """Run one statement; its meaningful failures become typed errors here."""
-        with self._errors(queues, keyless):
-            try:
-                return self.db.run(self._sql(statement), params, safe_to_retry=safe_to_retry)
-            except DatabaseError as error:
-                # pg-boss 12.38 treats a unique violation during fetch as an empty fetch:
-                # another worker won the policy slot between our probe and our claim.
-                if lost_race_is_empty and error.sqlstate == _UNIQUE_VIOLATION:
-                    return []
-                raise
+    def _run(self, statement: str, params: Mapping[str, Any], *, safe_to_retry: bool = False) -> list[Row]:
+        """Run one statement; a missing or different schema becomes a typed error here."""
+        with self._schema_errors():
+            return self.db.run(self._sql(statement), params, safe_to_retry=safe_to_retry)
 
     @contextmanager
-    def _errors(self, queues: Collection[str | None], keyless: Collection[str] = ()) -> Iterator[None]:
-        """Translate the SQLSTATEs a caller can act on, naming the queue at fault.
-
-        23503: a job or queue named a queue (or dead letter queue) that does not exist.
-        23514 from key_strict_fifo's check: a job for such a queue had no singletonKey.
-        3F000/42P01: pg-boss is not installed in the schema; 42703/42883: a column or
-        function is missing, i.e. the schema is at a version we do not support.
-        """
+    def _schema_errors(self) -> Iterator[None]:
+        """3F000/42P01: pg-boss is not installed in the schema; 42703/42883: a column or
+        function is missing, i.e. the schema is at a version we do not support."""
         try:
             yield
         except DatabaseError as error:
@@ -367,12 +361,25 @@ class PgBoss:
                 raise SchemaMissing(self.schema) from error
             if error.sqlstate in _SCHEMA_DIFFERENT:
                 self.check_schema()
+            raise
+
+    @contextmanager
+    def _queue_errors(self, queues: Sequence[str], jobs: Sequence[JobRequest] = ()) -> Iterator[None]:
+        """Translate what a caller can act on when writing jobs or queues, naming the culprit.
+
+        23503: a job or queue named a queue (or dead letter queue) that does not exist.
+        23514 from key_strict_fifo's check: a job for such a queue had no singletonKey.
+        """
+        try:
+            with self._schema_errors():
+                yield
+        except DatabaseError as error:
             if error.sqlstate == _FOREIGN_KEY_VIOLATION:
-                missing = self._missing_queue([name for name in queues if name])
+                missing = self._missing_queue(queues)
                 if missing is not None:
                     raise QueueNotFound(missing) from error
             if error.sqlstate == _CHECK_VIOLATION and _KEY_STRICT_FIFO_CHECK in error.message:
-                raise SingletonKeyRequired(self._key_strict_fifo_queue(keyless)) from error
+                raise self._keyless_job(jobs) from error
             raise
 
     def _missing_queue(self, names: Sequence[str]) -> str | None:
@@ -385,13 +392,15 @@ class PgBoss:
             self._forget(name)
         return missing[0] if missing else None
 
-    def _key_strict_fifo_queue(self, names: Collection[str]) -> str:
-        for name in sorted(names):
+    def _keyless_job(self, jobs: Sequence[JobRequest]) -> SingletonKeyRequired:
+        """The refusal for the first job without a key whose queue is key_strict_fifo."""
+        keyless = [(index, job.name) for index, job in enumerate(jobs) if job.options.singleton_key is None]
+        for name in dict.fromkeys(name for _, name in keyless):
             self._forget(name)
             queue = self.get_queue(name)
             if queue is not None and queue.policy is QueuePolicy.KEY_STRICT_FIFO:
-                return name
-        return ", ".join(sorted(names))
+                return SingletonKeyRequired(name, next(index for index, job_name in keyless if job_name == name))
+        return SingletonKeyRequired(", ".join(sorted({name for _, name in keyless})), None)
 
 
 def _outcome(rows: Sequence[Row]) -> FailOutcome:

@@ -1,8 +1,8 @@
-"""The JSON documents that carry a batch into one statement (see ``sql``).
+"""Python values encoded as the parameters of ``sql``'s statements.
 
-Each batch is one ``json_to_recordset`` document, so a thousand jobs cost one round
-trip and rows stay aligned with the input by their ids. Keys are the column names the
-statements declare.
+A batch travels as one JSON document that the statement reads with
+``json_to_recordset``, so a thousand jobs cost one round trip and rows stay aligned
+with the input by their ids. Keys are the column names the statements declare.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from shared.pgboss.models import Job, JobRequest, error_output
+from shared.pgboss.models import Job, JobRequest, error_output, repeated_ids
 
 
 def encode(document: Any) -> str:
@@ -25,22 +25,18 @@ def job_rows(requests: Sequence[JobRequest]) -> list[dict[str, Any]]:
     """One INSERT_JOBS row per request, in input order.
 
     A job without an id gets one from the statement (gen_random_uuid(), as pg-boss),
-    which keeps ids out of the document. An id given twice for one queue would make
-    the second row's fate depend on row order, so it is refused here as pg-boss does.
+    which keeps ids out of the document. An id given twice for one queue is refused
+    (``DuplicateJobId``), as pg-boss refuses it.
     """
+    for repeat in repeated_ids(requests):
+        raise repeat
     rows: list[dict[str, Any]] = []
-    seen: set[tuple[str, UUID]] = set()
     for request in requests:
         options = request.options
         if not options.model_fields_set:
             # No options: the queue's settings apply, and the row is just these two.
             rows.append({"name": request.name, "data": request.data})
             continue
-        if options.id is not None:
-            key = (request.name, options.id)
-            if key in seen:
-                raise ValueError(f"duplicate job id in insert batch: {options.id} in {request.name!r}")
-            seen.add(key)
         start_after = options.start_after
         row = {
             "id": str(options.id) if options.id is not None else None,

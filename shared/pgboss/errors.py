@@ -1,14 +1,21 @@
-"""Errors of the pg-boss client, placed in the package's one exception tree."""
+"""Errors of the pg-boss client, placed in the package's one exception tree.
+
+They speak of pg-boss's own terms (queues, options by their wire names, a job's
+position in a batch), never of a request: the same refusal can come from an HTTP
+body, a webhook route or Python code, and only the caller knows which.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.errors import InvalidRequest, NotFound, RequestError, SchemaNotReady
+from shared.errors import NotFound, Refused, SchemaNotReady
 
 
 class SchemaMissing(SchemaNotReady):
     """pg-boss is not installed in the configured schema."""
+
+    code = "schema_missing"
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -17,6 +24,8 @@ class SchemaMissing(SchemaNotReady):
 
 class UnsupportedSchemaVersion(SchemaNotReady):
     """pg-boss's schema is at a version this package has not been proven against."""
+
+    code = "unsupported_schema_version"
 
     def __init__(self, found: int, supported: Iterable[int]) -> None:
         self.found = found
@@ -28,30 +37,49 @@ class UnsupportedSchemaVersion(SchemaNotReady):
 class QueueNotFound(NotFound):
     """The named pg-boss queue does not exist."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"queue {name!r} does not exist")
-
-
-class InvalidQueue(InvalidRequest):
-    """A queue pg-boss would refuse to create (bad name, or its own dead letter queue)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message, [{"loc": [field], "msg": message, "type": "value_error"}])
-
-
-class SingletonKeyRequired(InvalidRequest):
-    """A job for a key_strict_fifo queue came without a singletonKey."""
+    code = "queue_not_found"
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
+        super().__init__(f"queue {queue!r} does not exist")
+
+
+class InvalidQueue(Refused):
+    """A queue pg-boss would refuse to create (bad name, or its own dead letter queue)."""
+
+    code = "invalid_queue"
+
+    def __init__(self, queue: str, option: str, message: str) -> None:
+        super().__init__(message, queue=queue, option=option)
+
+
+class SingletonKeyRequired(Refused):
+    """A job for a key_strict_fifo queue came without a singletonKey."""
+
+    code = "singleton_key_required"
+    problem = "missing"
+
+    def __init__(self, queue: str, job_index: int | None) -> None:
         message = f"queue {queue!r} has policy key_strict_fifo; every job needs a singletonKey"
-        super().__init__(message, [{"loc": ["options", "singletonKey"], "msg": message, "type": "missing"}])
+        super().__init__(message, queue=queue, option="singletonKey", job_index=job_index)
 
 
-class InternalQueue(RequestError):
+class DuplicateJobId(Refused):
+    """Two jobs of one batch carry the same id for the same queue."""
+
+    code = "duplicate_job_id"
+    problem = "duplicate_id"
+
+    def __init__(self, queue: str, job_index: int, first_index: int) -> None:
+        self.first_index = first_index
+        message = f"repeats the id of jobs[{first_index}] in the same queue"
+        super().__init__(message, queue=queue, option="id", job_index=job_index)
+
+
+class InternalQueue(Refused):
     """pg-boss's own queues (``__pgboss__*``) are worked by pg-boss in Node only."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"queue {name!r} is internal to pg-boss and cannot be fetched from")
+    code = "internal_queue"
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"queue {queue!r} is internal to pg-boss and cannot be fetched from", queue=queue)

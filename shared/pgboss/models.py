@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import Enum
@@ -19,10 +19,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from shared.pgboss.errors import DuplicateJobId
+
 # pg-boss's rule for queue (and dead-letter queue) names. JavaScript's \w is ASCII-only
 # and its $ does not match before a trailing newline, hence ASCII and fullmatch here.
 QUEUE_NAME_PATTERN = r"^[\w.\-/]+$"
 _QUEUE_NAME = re.compile(r"[\w.\-/]+", re.ASCII)
+# Queues pg-boss keeps for itself (cron forwarding); only Node works them.
+INTERNAL_QUEUE_PREFIX = "__pgboss__"
 # pg-boss's ceiling for expireInSeconds: 24 hours, inclusive.
 MAX_EXPIRE_SECONDS = 24 * 60 * 60
 
@@ -174,6 +178,22 @@ class JobRequest:
     name: str
     data: Any = None
     options: SendOptions = SendOptions()  # noqa: RUF009 - frozen, so one shared default is safe
+
+
+def repeated_ids(requests: Sequence[JobRequest]) -> list[DuplicateJobId]:
+    """Each job of a batch whose id an earlier job of the same queue already has.
+
+    pg-boss refuses such a batch: which of the two rows would be kept would depend on
+    row order.
+    """
+    first: dict[tuple[str, UUID], int] = {}
+    repeats = []
+    for index, request in enumerate(requests):
+        if request.options.id is not None:
+            earliest = first.setdefault((request.name, request.options.id), index)
+            if earliest != index:
+                repeats.append(DuplicateJobId(request.name, index, earliest))
+    return repeats
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ SELECT name FROM {schema}.queue WHERE name = ANY(CAST(:names AS text[]))
 #
 # A NOTIFY on the queue's channel (:channel, pg-boss 12.38 notifyChannelSql) goes out once
 # per notify-enabled queue that received a job due now, in the same transaction.
+# PostgreSQL runs a data-modifying CTE whatever reads it, but a plain SELECT CTE (woken)
+# only when something reads it: the final WHERE (SELECT count(*) FROM woken) >= 0 is
+# always true and is there only to make the NOTIFYs happen.
 #
 # Ids not given are made here with gen_random_uuid(), as pg-boss does. The answer is one
 # text value: every job's id in input order, empty where the job was suppressed; a

@@ -163,6 +163,19 @@ def test_batch_errors_name_the_job_and_option(client, db) -> None:
     assert "jobs.3.options.retryDelay" in response.get_json()["message"]
 
 
+def test_a_refusal_of_the_job_queue_names_the_job_of_the_batch(client, db) -> None:
+    db.run(f"SELECT {SCHEMA}.create_queue('fifo', '{{\"policy\": \"key_strict_fifo\"}}'::jsonb)")
+    jobs = [{"name": "fifo", "options": {"singletonKey": "a"}}, {"name": QUEUE}, {"name": "fifo"}]
+    response = refused(client, db, 422, {"jobs": jobs})
+    body = response.get_json()
+    assert body["error"] == "singleton_key_required"
+    assert body["errors"] == [
+        {"loc": ["jobs", 2, "options", "singletonKey"], "msg": body["message"], "type": "missing"}
+    ]
+    single = refused(client, db, 422, {"name": "fifo"}).get_json()
+    assert single["errors"][0]["loc"] == ["options", "singletonKey"]
+
+
 def test_errors_never_echo_the_input(client, db) -> None:
     response = refused(client, db, 422, {"name": QUEUE, "options": {"priority": "s3cr3t-value"}})
     assert "s3cr3t-value" not in response.get_data(as_text=True)

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from shared import auth, intake
+from shared import intake
 from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.intake.conftest import ROUTE_QUEUES, Server, create_queues, routes_env, unchanged
+from tests.support.signing import sign
 
 QUEUE = "over-http"
 KEY = {"Authorization": f"Bearer {API_KEY}"}
@@ -131,7 +132,7 @@ def test_webhook_signed_delivery(webhook) -> None:
     raw = json.dumps(
         {"type": "INSERT", "table": "documents", "schema": "public", "record": {"id": 100}, "old_record": None}
     ).encode()
-    response = webhook.post(raw=raw, headers={"X-Webhook-Signature": auth.sign(raw, WEBHOOK_SECRET)})
+    response = webhook.post(raw=raw, headers={"X-Webhook-Signature": sign(raw, WEBHOOK_SECRET)})
     assert response.status_code == 202
 
 

@@ -13,8 +13,8 @@ from functools import partial
 
 import pytest
 
-from shared import auth, intake
-from tests.conftest import WEBHOOK_SECRET, count_jobs
+from shared import intake
+from tests.conftest import SCHEMA, WEBHOOK_SECRET, count_jobs
 from tests.intake.conftest import (
     ROUTE_QUEUES,
     ROUTES,
@@ -25,6 +25,7 @@ from tests.intake.conftest import (
     routes_env,
     unchanged,
 )
+from tests.support.signing import sign
 
 AUTH = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
 DOCUMENT = {"id": 42, "project_id": 7, "storage_path": "p/7/a.pdf", "status": "new"}
@@ -128,6 +129,15 @@ def test_route_to_a_missing_queue_creates_it_when_allowed(client_for, db) -> Non
     assert len(jobs_in(db, "document-process")) == 1
 
 
+def test_a_refusal_of_the_job_queue_names_the_route(client_for, db) -> None:
+    create_queues(db, "document-process", "document-index")
+    db.run(f"SELECT {SCHEMA}.create_queue('audit', '{{\"policy\": \"key_strict_fifo\"}}'::jsonb)")
+    client = client_for("webhook", **routes_env())
+    body = refused(client, db, 422, supabase()).get_json()
+    assert body["error"] == "singleton_key_required"
+    assert [error["loc"] for error in body["errors"]] == [["routes", "document-audit", "options", "singletonKey"]]
+
+
 def test_without_routes_the_function_is_misconfigured(client_for, db) -> None:
     client = client_for("webhook")
     with unchanged(db):
@@ -227,7 +237,7 @@ def test_secret_in_either_header_is_accepted(client, db, headers) -> None:
 
 def signed(body: dict, *, secret: str = WEBHOOK_SECRET, stamp: str | None = None) -> tuple[bytes, dict]:
     raw = json.dumps(body).encode()
-    headers = {"X-Webhook-Signature": auth.sign(raw, secret, stamp)}
+    headers = {"X-Webhook-Signature": sign(raw, secret, stamp)}
     if stamp is not None:
         headers["X-Webhook-Timestamp"] = stamp
     return raw, headers
@@ -287,8 +297,6 @@ def test_old_and_new_secret_both_work_while_rotating(client_for, db) -> None:
     old = post(client, supabase(record={**DOCUMENT, "id": 1}))
     new = post(client, supabase(record={**DOCUMENT, "id": 2}), headers={"X-Webhook-Secret": "brand-new-secret-0123"})
     signed_raw = json.dumps(supabase(record={**DOCUMENT, "id": 3})).encode()
-    signed = post(
-        client, raw=signed_raw, headers={"X-Webhook-Signature": auth.sign(signed_raw, "brand-new-secret-0123")}
-    )
+    signed = post(client, raw=signed_raw, headers={"X-Webhook-Signature": sign(signed_raw, "brand-new-secret-0123")})
     assert (old.status_code, new.status_code, signed.status_code) == (202, 202, 202)
     refused(client, db, 401, supabase(record={**DOCUMENT, "id": 4}), headers={"X-Webhook-Secret": "retired-secret"})

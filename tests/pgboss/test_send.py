@@ -11,7 +11,7 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
-from shared.pgboss.errors import QueueNotFound, SingletonKeyRequired
+from shared.pgboss.errors import DuplicateJobId, QueueNotFound, SingletonKeyRequired
 from shared.pgboss.models import JobRequest, SendOptions
 from tests.pgboss.conftest import job_row, job_rows, seconds_until
 
@@ -153,8 +153,7 @@ def test_key_strict_fifo_jobs_need_a_key(boss: PgBoss, db: Database, queue: Call
     queue("std")
     with pytest.raises(SingletonKeyRequired) as caught:
         boss.insert([JobRequest("std"), JobRequest("fifo", {"no": "key"})])
-    assert caught.value.queue == "fifo"
-    assert caught.value.errors[0]["loc"] == ["options", "singletonKey"]
+    assert (caught.value.queue, caught.value.option, caught.value.job_index) == ("fifo", "singletonKey", 1)
     assert job_rows(db, "std") == []
 
 
@@ -217,10 +216,10 @@ def test_missing_queue_is_an_error_not_a_duplicate(boss: PgBoss, db: Database, q
     queue("present")
     with pytest.raises(QueueNotFound) as caught:
         boss.send("absent", {"x": 1})
-    assert caught.value.name == "absent"
+    assert caught.value.queue == "absent"
     with pytest.raises(QueueNotFound) as caught:
         boss.send("present", {"x": 1}, SendOptions(deadLetter="no_dlq"))
-    assert caught.value.name == "no_dlq"
+    assert caught.value.queue == "no_dlq"
     assert job_rows(db, "present") == []
 
 
@@ -229,7 +228,7 @@ def test_a_batch_is_all_or_nothing(boss: PgBoss, db: Database, queue: Callable[.
     queue("b")
     with pytest.raises(QueueNotFound) as caught:
         boss.insert([JobRequest("a", 1), JobRequest("b", 2), JobRequest("missing", 3), JobRequest("a", 4)])
-    assert caught.value.name == "missing"
+    assert caught.value.queue == "missing"
     assert job_rows(db, "a") == [] and job_rows(db, "b") == []
 
 
@@ -257,8 +256,9 @@ def test_insert_results_align_with_the_requests(boss: PgBoss, db: Database, queu
 def test_duplicate_ids_in_one_batch_are_refused(boss: PgBoss, queue: Callable[..., str]) -> None:
     queue("dups")
     job_id = str(uuid.uuid4())
-    with pytest.raises(ValueError, match="duplicate job id"):
+    with pytest.raises(DuplicateJobId) as caught:
         boss.insert([JobRequest("dups", 1, SendOptions(id=job_id)), JobRequest("dups", 2, SendOptions(id=job_id))])
+    assert (caught.value.queue, caught.value.job_index, caught.value.first_index) == ("dups", 1, 0)
 
 
 @pytest.fixture
