@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pg8000.native
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,7 +49,7 @@ from bench.common import (  # noqa: E402
     insert_backlog,
     node_rate,
 )
-from shared.db import Database  # noqa: E402
+from shared.db import ConnectionParams, Database  # noqa: E402
 from shared.pgboss import sql  # noqa: E402
 from shared.pgboss.client import PgBoss  # noqa: E402
 from tests.support.node_boss import migrate  # noqa: E402
@@ -61,11 +64,13 @@ class Bench:
     rounds: int
     db: Database = field(init=False)
     boss: PgBoss = field(init=False)
+    raw: pg8000.native.Connection = field(init=False)
 
     def __post_init__(self) -> None:
         self.db = Database(self.url, statement_timeout_ms=600_000)
         self.boss = PgBoss(self.db, SCHEMA)
         self.boss.create_queue(QUEUE)
+        self.raw = _driver_connection(self.url)
 
     # -- preparing ------------------------------------------------------------------
 
@@ -121,11 +126,11 @@ class Bench:
             for start in range(0, self.jobs, INSERT_BATCH)
         ]
         channel = self.boss.notify_channel
-        with self.db.raw_connection() as connection:
-            started = time.perf_counter()
-            for document in documents:
-                insert(connection, jobs=document, channel=channel)
-            return self.jobs / (time.perf_counter() - started)
+        connection = self.raw
+        started = time.perf_counter()
+        for document in documents:
+            insert(connection, jobs=document, channel=channel)
+        return self.jobs / (time.perf_counter() - started)
 
     @staticmethod
     def _named(connection: object, statement: str) -> Callable[..., list[list[object]]]:
@@ -138,14 +143,10 @@ class Bench:
         return run
 
     def raw_insert_ceiling(self) -> float:
-        with self.db.raw_connection() as connection:
-            return self.raw_insert(self._named(connection, sql.INSERT_JOBS))
+        return self.raw_insert(self._named(self.raw, sql.INSERT_JOBS))
 
     def raw_drain_ceiling(self, batch: int) -> float:
-        with self.db.raw_connection() as connection:
-            return self.raw_drain(
-                batch, self._named(connection, sql.FETCH_JOBS), self._named(connection, sql.COMPLETE_JOBS)
-            )
+        return self.raw_drain(batch, self._named(self.raw, sql.FETCH_JOBS), self._named(self.raw, sql.COMPLETE_JOBS))
 
     def raw_drain(
         self,
@@ -154,17 +155,17 @@ class Bench:
         complete: Callable[..., list[list[object]]],
     ) -> float:
         done = 0
-        with self.db.raw_connection() as connection:
-            started = time.perf_counter()
-            while True:
-                rows = fetch(connection, name=QUEUE, limit=batch, group_limit=None, group_tiers=None)
-                if not rows:
-                    break
-                # id and retry_count are the first and fourth columns the fetch returns.
-                settle = ",".join(f'{{"id":"{row[0]}","retry_count":{row[3]}}}' for row in rows)
-                complete(connection, name=QUEUE, jobs=f"[{settle}]")
-                done += len(rows)
-            elapsed = time.perf_counter() - started
+        connection = self.raw
+        started = time.perf_counter()
+        while True:
+            rows = fetch(connection, name=QUEUE, limit=batch, group_limit=None, group_tiers=None)
+            if not rows:
+                break
+            # id and retry_count are the first and fourth columns the fetch returns.
+            settle = ",".join(f'{{"id":"{row[0]}","retry_count":{row[3]}}}' for row in rows)
+            complete(connection, name=QUEUE, jobs=f"[{settle}]")
+            done += len(rows)
+        elapsed = time.perf_counter() - started
         assert done == self.jobs, f"drained {done} of {self.jobs}"
         return done / elapsed
 
@@ -175,6 +176,21 @@ class Bench:
 
     def theirs_drain(self, mode: str, batch: int) -> float:
         return node_rate(mode, self.url, self.jobs, batch, queue=QUEUE)
+
+
+def _driver_connection(url: str) -> pg8000.native.Connection:
+    """The driver alone, for the ceiling: connected as ``Database`` connects (Nagle off)."""
+    params = ConnectionParams.from_url(url)
+    sock = socket.create_connection((params.host, params.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return pg8000.native.Connection(
+        user=params.user,
+        password=params.password,
+        host=params.host,
+        database=params.database,
+        sock=sock,
+        ssl_context=params.ssl_context,
+    )
 
 
 def main() -> None:

@@ -11,6 +11,11 @@ Why it looks like this:
   statement that fails on a broken connection is retried on a fresh one only when
   the caller marks it safe to repeat (reads, or writes that are idempotent).
 * Every pg8000 error is translated here, so no driver exception escapes.
+* This is the one place that retries: a statement the caller marks safe to repeat is
+  repeated once on a fresh connection; above it, callers only decide what to do
+  when the database stays away.
+* LISTEN is session state, so ``Database.listen`` gives a ``Listening`` session on a
+  connection of its own, never the shared one.
 """
 
 from __future__ import annotations
@@ -148,7 +153,6 @@ class Database:
         self._connection: pg8000.native.Connection | None = None
         self._last_used = 0.0
         self._lock = threading.RLock()
-        self._listening: pg8000.native.Connection | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, url: str | None = None, timeout: float | None = None) -> Database:
@@ -226,51 +230,14 @@ class Database:
         with self._lock:
             self._discard()
 
-    @contextmanager
-    def raw_connection(self) -> Iterator[pg8000.native.Connection]:
-        """The underlying connection, held exclusively; for LISTEN and similar session work."""
-        with self._lock:
-            connection = self._usable_connection()
-            try:
-                yield connection
-            except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
-                self._discard_if_broken(exc)
-                raise _translate(exc) from exc
+    def listen(self, channel: str) -> Listening:
+        """LISTEN on ``channel`` over a new connection of its own (close it when done).
 
-    # -- LISTEN ----------------------------------------------------------------------
-    # Session state: give a listener a Database of its own, never the shared one, and
-    # never through a transaction-mode pooler.
-
-    def listen(self, channel: str) -> None:
-        """LISTEN on ``channel`` (a plain identifier such as pg-boss's notify channel)."""
+        Never through a transaction-mode pooler: its sessions are not ours to keep.
+        """
         if not _CHANNEL.match(channel):
             raise ValueError(f"invalid channel name {channel!r}")
-        with self.raw_connection() as connection:
-            connection.run(f'LISTEN "{channel}"')
-            self._listening = connection
-
-    def notifications(self, timeout: float, *, wake: socket.socket | None = None) -> list[tuple[str, str]]:
-        """``(channel, payload)`` of NOTIFY messages received, waiting up to ``timeout`` seconds.
-
-        pg8000 reads notifications only while it runs a statement, so this waits until
-        the socket (or ``wake``, which the caller drains) is readable, then runs a no-op
-        statement to take them in; on a timeout too, so that a message left in pg8000's
-        read buffer is never stranded. Raises ``DatabaseUnavailable`` when the listening
-        connection broke or was replaced, since notifications may then have been missed.
-        """
-        with self.raw_connection() as connection:
-            if self._listening is None or connection is not self._listening:
-                raise DatabaseUnavailable("the listening connection was lost; notifications may be missed")
-            if not connection.notifications:
-                sock = connection._usock  # pg8000 keeps the (possibly TLS) socket here
-                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                    select.select([sock] + ([wake] if wake is not None else []), [], [], max(timeout, 0))
-                connection.run("SELECT 1")
-            received = []
-            while connection.notifications:
-                _pid, channel, payload = connection.notifications.popleft()
-                received.append((channel, payload))
-            return received
+        return Listening(self._connect(), channel)
 
     # -- execution ---------------------------------------------------------------------
 
@@ -364,6 +331,54 @@ class Database:
             self._discard()
 
 
+class Listening:
+    """A LISTEN session on a connection of its own: NOTIFY messages of one channel.
+
+    pg8000 reads notifications only while it runs a statement, so ``notifications``
+    waits until the connection's socket is readable and then runs a no-op statement to
+    take them in. pg8000 has no public accessor for that socket: ``_usock`` (the socket,
+    TLS-wrapped when TLS is on) is the one private attribute this package reads.
+    """
+
+    def __init__(self, connection: pg8000.native.Connection, channel: str) -> None:
+        self.channel = channel
+        self._connection = connection
+        self._socket = connection._usock
+        try:
+            connection.run(f'LISTEN "{channel}"')
+        except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+            self.close()
+            raise _translate(exc) from exc
+
+    def notifications(self, timeout: float, *, wake: socket.socket | None = None) -> list[str]:
+        """Payloads of the channel's NOTIFY messages, waiting up to ``timeout`` seconds.
+
+        ``wake`` (a socket the caller drains) ends the wait early. The no-op statement
+        runs on a timeout too, so a message left in pg8000's read buffer is never
+        stranded. ``DatabaseUnavailable`` when the connection broke, since messages may
+        then have been missed.
+        """
+        connection = self._connection
+        try:
+            if not connection.notifications:
+                sock = self._socket
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    select.select([sock] + ([wake] if wake is not None else []), [], [], max(timeout, 0))
+                connection.run("SELECT 1")
+        except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
+            raise _translate(exc) from exc
+        received = []
+        while connection.notifications:
+            _pid, channel, payload = connection.notifications.popleft()
+            if channel == self.channel:
+                received.append(payload)
+        return received
+
+    def close(self) -> None:
+        with suppress(pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError):
+            self._connection.close()
+
+
 class Transaction:
     """Statements inside ``Database.transaction()``."""
 
@@ -381,9 +396,13 @@ def _as_rows(result: list[list[Any]] | None, columns: list[dict[str, Any]] | Non
     return [dict(zip(names, values, strict=True)) for values in result]
 
 
+def _server_fields(exc: BaseException) -> dict[str, Any]:
+    """The fields of a server error message (``C`` is the SQLSTATE, ``M`` the message)."""
+    return exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+
+
 def _sqlstate(exc: BaseException) -> str:
-    details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    return str(details.get("C", ""))
+    return str(_server_fields(exc).get("C", ""))
 
 
 def _translate(exc: BaseException) -> DatabaseError | DatabaseUnavailable:
@@ -392,9 +411,8 @@ def _translate(exc: BaseException) -> DatabaseError | DatabaseUnavailable:
         return exc
     if isinstance(exc, (pg8000.exceptions.InterfaceError, OSError, socket.timeout)):
         return DatabaseUnavailable(f"database unreachable: {_first_line(exc)}")
-    details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    sqlstate = details.get("C", "")
-    message = details.get("M", _first_line(exc))
+    sqlstate = _sqlstate(exc)
+    message = _server_fields(exc).get("M", _first_line(exc))
     if sqlstate == _QUERY_CANCELED:
         return DatabaseUnavailable(f"database did not answer in time: {message}")
     if sqlstate.startswith(_UNAVAILABLE_CLASSES):

@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.db import Database
+from shared.drain.queues import HandlerQueues
 from shared.pgboss.client import PgBoss
 from shared.webhook_routes import WebhookRoutes, routes_table
 
@@ -34,6 +35,11 @@ def database() -> Database:
 
 def boss() -> PgBoss:
     return _once("boss", lambda: PgBoss(database(), settings().pgboss_schema))
+
+
+def handler_queues() -> HandlerQueues:
+    """drain's record of the handlers' queues this instance has created."""
+    return _once("handler_queues", lambda: HandlerQueues(boss()))
 
 
 def reset() -> None:

@@ -159,3 +159,23 @@ def test_through_a_transaction_pooler_nothing_is_prepared(database_url: str) -> 
         db.close()
     assert ConnectionParams.from_url("postgresql://u@pooler.supabase.com:6543/postgres").through_transaction_pooler
     assert not ConnectionParams.from_url("postgresql://u@db.supabase.co:5432/postgres").through_transaction_pooler
+
+
+def test_a_listening_session_has_a_connection_of_its_own(db: Database, admin) -> None:
+    session = db.listen("wake_up")
+    try:
+        listening_pid = admin.run("SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN \"wake_up\"'")[0][0]
+        assert listening_pid != _backend_pid(db)
+        db.run("SELECT pg_notify('wake_up', 'a'), pg_notify('other', 'b')")
+        assert session.notifications(5) == ["a"]  # its own channel only
+        assert session.notifications(0) == []
+        _kill(admin, listening_pid)
+        with pytest.raises(DatabaseUnavailable):  # messages may have been missed: say so
+            session.notifications(1)
+    finally:
+        session.close()
+
+
+def test_a_listening_channel_must_be_a_plain_identifier(db: Database) -> None:
+    with pytest.raises(ValueError, match="channel"):
+        db.listen('x"; DROP TABLE y; --')

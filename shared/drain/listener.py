@@ -14,7 +14,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from shared.config import Settings
-from shared.db import ConnectionParams, Database
+from shared.db import ConnectionParams, Database, Listening
 from shared.drain.events import ListenerLost, Woken
 from shared.errors import AppError
 
@@ -58,15 +58,13 @@ class Listener:
             self._wake_write.send(b"\0")
 
     def _run(self) -> None:
-        database: Database | None = None
+        session: Listening | None = None
         try:
-            database = self._open()
-            database.listen(self._channel)
+            session = self._open().listen(self._channel)
             self._events.put(Woken(None))  # listening now: anything sent before may be due
             while not self._stop.is_set():
-                for channel, payload in database.notifications(self._interval, wake=self._wake_read):
-                    if channel == self._channel:
-                        self._events.put(Woken(payload))
+                for payload in session.notifications(self._interval, wake=self._wake_read):
+                    self._events.put(Woken(payload))
                 self._wake_read.setblocking(False)
                 with contextlib.suppress(OSError):
                     self._wake_read.recv(64)
@@ -75,7 +73,7 @@ class Listener:
             if not self._stop.is_set():
                 self._events.put(ListenerLost(str(exc)))
         finally:
-            if database is not None:
-                database.close()
+            if session is not None:
+                session.close()
             self._wake_read.close()
             self._wake_write.close()

@@ -21,7 +21,7 @@ from shared.drain.limits import Limits
 from shared.drain.listener import Listener
 from shared.drain.outage import OutageGuard
 from shared.drain.pool import HandlerPool
-from shared.drain.queues import ensure_queues, forget_ensured_queue
+from shared.drain.queues import HandlerQueues
 from shared.drain.settling import Settler
 from shared.drain.state import QueueState, Running
 from shared.drain.summary import QueueStats, Summary
@@ -43,9 +43,12 @@ class Drainer:
         limits: Limits,
         *,
         listen: Callable[[], Database] | None = None,
+        handler_queues: HandlerQueues | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._boss = boss
+        # An instance passes its own, so each queue is created once per instance.
+        self._handler_queues = handler_queues or HandlerQueues(boss)
         self._registry = registry
         self._limits = limits
         self._open_listener_db = listen
@@ -110,12 +113,12 @@ class Drainer:
     def _prepare(self) -> None:
         boss = self._boss
         boss.check_schema()
-        ensure_queues(boss, list(self._registry))  # every handler's queue, not only this call's
+        self._handler_queues.ensure(list(self._registry))  # every handler's queue, not only this call's
         for name, state in self._queues.items():
             queue = boss.get_queue(name)
             if queue is None:  # deleted since this instance created it
-                forget_ensured_queue(boss, name)
-                ensure_queues(boss, [state.handler])
+                self._handler_queues.forget(name)
+                self._handler_queues.ensure([state.handler])
                 queue = boss.get_queue(name)
             state.notify = bool(queue is not None and queue.notify)
             outcome = boss.fail_expired(name)

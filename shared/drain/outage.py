@@ -1,7 +1,9 @@
-"""The loop's statements: a broken connection retried once, an outage ridden out with backoff.
+"""Riding out a database outage: drain pauses what needs the database and tries again later.
 
 A database that stays away must not end the call: the loop keeps its handlers running,
-stops fetching, and tries settling again after a growing pause.
+stops fetching, and tries settling again after a growing pause. A connection that
+broke under one statement is not an outage: ``Database`` repeats such a statement on a
+fresh connection before anything here sees it.
 """
 
 from __future__ import annotations
@@ -32,27 +34,18 @@ class OutageGuard:
         return self.down is not None and now < self.retry_at
 
     def run(self, operation: Callable[[], Any]) -> Any:
-        """``operation()``, tried again once on a fresh connection; None when the database is away.
-
-        Every operation here is safe to repeat: settling is fenced on the attempt, a
-        touch is idempotent, and a fetch whose answer was lost claimed jobs nobody
-        will run either way (pg-boss's expiry retries them).
-        """
-        for tries_left in (1, 0):
-            try:
-                result = operation()
-            except DatabaseUnavailable as exc:
-                if tries_left:
-                    continue
-                if self.down is None:
-                    log.warning(f"drain lost the database: {exc}")
-                self.down = exc
-                self.retry_at = self._clock() + self.backoff
-                self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
-                return None
-            if self.down is not None:
-                log.info("drain has the database back")
-            self.down = None
-            self.backoff = _BACKOFF_FIRST
-            return result
-        return None  # pragma: no cover - the loop always returns
+        """``operation()``, or None when the database is away (tried again after a pause)."""
+        try:
+            result = operation()
+        except DatabaseUnavailable as exc:
+            if self.down is None:
+                log.warning(f"drain lost the database: {exc}")
+            self.down = exc
+            self.retry_at = self._clock() + self.backoff
+            self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+            return None
+        if self.down is not None:
+            log.info("drain has the database back")
+        self.down = None
+        self.backoff = _BACKOFF_FIRST
+        return result

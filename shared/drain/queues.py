@@ -1,14 +1,15 @@
 """Creating the handlers' queues in pg-boss, once per instance.
 
 pg-boss's ``create_queue`` is idempotent but leaves an existing queue as it is, so a
-queue configured differently from its handler is worth a warning.
+queue configured differently from its handler is worth a warning. ``HandlerQueues``
+remembers what it created, so an instance keeps one (``shared.instance``) and each
+drain call asks it again at no cost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Iterable
 
 from shared.handlers import Handler
@@ -16,10 +17,6 @@ from shared.pgboss.client import PgBoss
 from shared.pgboss.models import Queue, QueueOptions
 
 log = logging.getLogger(__name__)
-
-# Queues created so far, per client (so per instance, and afresh after instance.reset()).
-_ensured: weakref.WeakKeyDictionary[PgBoss, set[str]] = weakref.WeakKeyDictionary()
-_ensured_lock = threading.Lock()
 
 # QueueOptions wire names → Queue attributes, to spot a queue configured differently.
 _QUEUE_ATTRIBUTES = {
@@ -37,29 +34,36 @@ _QUEUE_ATTRIBUTES = {
 }
 
 
-def ensure_queues(boss: PgBoss, handlers: Iterable[Handler]) -> None:
-    """Create each handler's queue (and its dead-letter queue) once per client."""
-    with _ensured_lock:
-        done = _ensured.setdefault(boss, set())
-        pending = [h for h in handlers if h.queue not in done]
-        own = {h.queue for h in pending}
-        # A dead-letter queue must exist before a queue that names it: create the ones
-        # no handler configures with pg-boss's defaults, and configured ones first.
-        for handler in pending:
-            dead_letter = handler.options.dead_letter
-            if dead_letter and dead_letter not in own and dead_letter not in done:
-                boss.create_queue(dead_letter, QueueOptions())
-                done.add(dead_letter)
-        dead_letters = {h.options.dead_letter for h in pending}
-        for handler in sorted(pending, key=lambda h: h.queue not in dead_letters):
-            _warn_if_configured_differently(handler, boss.create_queue(handler.queue, handler.options))
-            done.add(handler.queue)
+class HandlerQueues:
+    """The handlers' queues of one pg-boss client, each created once."""
 
+    def __init__(self, boss: PgBoss) -> None:
+        self.boss = boss
+        self._created: set[str] = set()
+        self._lock = threading.Lock()
 
-def forget_ensured_queue(boss: PgBoss, name: str) -> None:
-    """Make the next ``ensure_queues`` create this queue again (it was deleted)."""
-    with _ensured_lock:
-        _ensured.get(boss, set()).discard(name)
+    def ensure(self, handlers: Iterable[Handler]) -> None:
+        """Create each handler's queue (and its dead-letter queue) unless done already."""
+        boss, done = self.boss, self._created
+        with self._lock:
+            pending = [h for h in handlers if h.queue not in done]
+            own = {h.queue for h in pending}
+            # A dead-letter queue must exist before a queue that names it: create the ones
+            # no handler configures with pg-boss's defaults, and configured ones first.
+            for handler in pending:
+                dead_letter = handler.options.dead_letter
+                if dead_letter and dead_letter not in own and dead_letter not in done:
+                    boss.create_queue(dead_letter, QueueOptions())
+                    done.add(dead_letter)
+            dead_letters = {h.options.dead_letter for h in pending}
+            for handler in sorted(pending, key=lambda h: h.queue not in dead_letters):
+                _warn_if_configured_differently(handler, boss.create_queue(handler.queue, handler.options))
+                done.add(handler.queue)
+
+    def forget(self, name: str) -> None:
+        """Make the next ``ensure`` create this queue again (it was deleted)."""
+        with self._lock:
+            self._created.discard(name)
 
 
 def _warn_if_configured_differently(handler: Handler, queue: Queue) -> None:
