@@ -21,37 +21,48 @@ import flask
 import functions_framework
 
 from shared import auth, instance, intake, log
-from shared.config import require
+from shared.config import Settings, require
 from shared.errors import Unauthenticated
 from shared.http import endpoint, json_response, parse_json, read_body
+from shared.webhook_routes import WebhookRoutes
 
 SECRET_HEADER = "X-Webhook-Secret"
 SIGNATURE_HEADER = "X-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 
 
+def check_settings(settings: Settings) -> None:
+    """At cold start (main.py): webhook needs a secret to accept Supabase and routes to make jobs."""
+    require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
+    routes_table()
+
+
+def routes_table() -> WebhookRoutes:
+    return require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
+
+
 @functions_framework.http
 @endpoint("POST")
 def webhook(request: flask.Request) -> flask.Response:
     settings = instance.settings()
-    secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
-    routes = require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
     headers = request.headers
     signed = SIGNATURE_HEADER in headers
     if not signed and settings.webhook_require_signature:
         raise Unauthenticated("a signature (X-Webhook-Signature) is required")
+    # With no secret configured nothing matches, so the caller is refused like any other.
     if not signed or SECRET_HEADER in headers or "Authorization" in headers:
-        auth.check_secret(auth.presented_secret(headers, SECRET_HEADER), secrets)
+        auth.check_secret(auth.presented_secret(headers, SECRET_HEADER), settings.webhook_secrets)
     raw = read_body(request, max_bytes=settings.webhook_max_body_bytes)
     if signed:
         auth.check_signature(
             raw,
             headers.get(SIGNATURE_HEADER),
-            secrets,
+            settings.webhook_secrets,
             timestamp=headers.get(TIMESTAMP_HEADER),
             tolerance_seconds=settings.webhook_signature_tolerance_seconds,
         )
 
+    routes = routes_table()
     event = intake.parse_event(parse_json(raw))
     log.annotate(event=f"{event.type} {event.schema_name}.{event.table}")
     matched = routes.jobs_for(event)

@@ -270,19 +270,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def check_drain_caller(headers: Headers, settings: Settings) -> str:
-    """Who is calling drain: ``"drain-token"`` or a verified service-account email.
-
-    Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
-    (production) as described above; raises ``Unauthenticated`` for anything else, and
-    ``ConfigError`` when drain has no way at all to accept a caller.
-    """
-    oidc = bool(settings.drain_oidc_audiences)
-    if settings.drain_token is None and not oidc:
+def check_drain_configured(settings: Settings) -> None:
+    """``ConfigError`` when drain has no way at all to accept a caller (checked at cold start)."""
+    if settings.drain_token is None and not settings.drain_oidc_audiences:
         raise ConfigError(
             "drain accepts no caller: set DRAIN_OIDC_AUDIENCES and DRAIN_OIDC_SERVICE_ACCOUNTS, "
             "or DRAIN_TOKEN for local runs"
         )
+
+
+def check_drain_caller(headers: Headers, settings: Settings) -> str:
+    """Who is calling drain: ``"drain-token"`` or a verified service-account email.
+
+    Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
+    (production) as described above; raises ``Unauthenticated`` for anything else, also
+    when neither is configured (``check_drain_configured`` stops such an instance at start).
+    """
+    oidc = bool(settings.drain_oidc_audiences)
     token = bearer_token(headers)
     if settings.drain_token is not None and secret_matches(token, [settings.drain_token]):
         return "drain-token"
