@@ -141,22 +141,25 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout: f
     sys.exit(f"a function did not start listening on port {port}")
 
 
+def call_drain(url: str, token: str, budget_seconds: float, timeout: float) -> None:
+    """One call as Cloud Scheduler makes it; a failure is reported, not raised."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"budgetSeconds": budget_seconds}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"scheduler: drain call failed: {exc}", file=sys.stderr)
+
+
 def schedule_drain(url: str, token: str, every: float, stop: threading.Event) -> None:
     """What Cloud Scheduler does in production: call drain on a timer, with a budget."""
-    body = json.dumps({"budgetSeconds": max(every - 1, 0)}).encode()
     while not stop.wait(every):
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=every + 30) as response:
-                response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            if not stop.is_set():
-                print(f"scheduler: drain call failed: {exc}", file=sys.stderr)
+        call_drain(url, token, max(every - 1, 0), every + 30)
 
 
 def start_function(target: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -219,6 +222,9 @@ def run(args: argparse.Namespace, children: list[subprocess.Popen[bytes]], stop:
             wait_until_listening(port, child)
             urls[target] = f"http://127.0.0.1:{port}/"
         if "drain" in urls:
+            # A first call before "running": it creates the queues of the Python handlers
+            # (test-job among them), so enqueue and webhook find them from the start.
+            call_drain(urls["drain"], env["DRAIN_TOKEN"], 0, 60)
             threading.Thread(
                 target=schedule_drain,
                 args=(urls["drain"], env["DRAIN_TOKEN"], args.schedule_seconds, stop),

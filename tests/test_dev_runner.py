@@ -44,6 +44,7 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 API_KEY = "local-api-key"
 DRAIN_TOKEN = "local-drain-token"
+WEBHOOK_SECRET = "local-webhook-secret"
 
 
 def free_port_block(size: int) -> int:
@@ -196,16 +197,10 @@ def http(url: str, body: object = None, headers: dict[str, str] | None = None) -
             return refused.code, json.load(refused)
 
 
-def enqueue_test_job(url: str) -> str:
-    """Send a test-job; its queue exists once the scheduler's first drain call made it."""
-    deadline = time.monotonic() + 30
-    while True:
-        status, body = http(url, {"name": "test-job", "data": {"hello": 1}}, {"X-API-Key": API_KEY})
-        if status in (200, 201):
-            assert isinstance(body, dict)
-            return str(body["id"])
-        assert status == 404 and time.monotonic() < deadline, f"enqueue answered {status}: {body}"
-        time.sleep(0.3)
+def post(url: str, body: object, headers: dict[str, str], expected: int) -> dict[str, object]:
+    status, answer = http(url, body, headers)
+    assert status == expected and isinstance(answer, dict), f"{url} answered {status}: {answer}"
+    return answer
 
 
 def wait_for_completion(database_url: str, job_id: str) -> object:
@@ -223,15 +218,28 @@ def wait_for_completion(database_url: str, job_id: str) -> object:
         db.close()
 
 
-def assert_every_function_answers(run: DevRun) -> None:
+def demo_event(note_id: int) -> dict[str, object]:
+    """What Supabase sends for an insert into demo_notes (a new id is a new event)."""
+    return {"type": "INSERT", "schema": "public", "table": "demo_notes", "record": {"id": note_id, "text": "hi"}}
+
+
+def assert_every_function_answers(run: DevRun, note_id: int) -> None:
     assert {"drain", "enqueue", "health", "ready", "webhook"} <= set(run.urls)
     assert http(run.urls["health"]) == (200, {"status": "healthy"})
     status, body = http(run.urls["ready"])
     assert status == 200 and isinstance(body, dict) and body["status"] == "ready", body
     status, body = http(run.urls["drain"], {"budgetSeconds": 0}, {"Authorization": f"Bearer {DRAIN_TOKEN}"})
     assert status == 200, body
-    job_id = enqueue_test_job(run.urls["enqueue"])
-    assert wait_for_completion(run.database_url, job_id) == {"echo": {"hello": 1}}
+    # Queues exist from "running" on: the runner's first drain call made test-job's.
+    created = post(run.urls["enqueue"], {"name": "test-job", "data": {"hello": 1}}, {"X-API-Key": API_KEY}, 201)
+    assert wait_for_completion(run.database_url, str(created["id"])) == {"echo": {"hello": 1}}
+    # The demo routes table makes a Supabase-shaped insert into demo_notes a test-job.
+    status, refused = http(run.urls["webhook"], demo_event(note_id))
+    assert status == 401, refused
+    accepted = post(run.urls["webhook"], demo_event(note_id), {"Authorization": f"Bearer {WEBHOOK_SECRET}"}, 202)
+    assert accepted["routes"] == ["demo-note-created"], accepted
+    [job_id] = accepted["ids"]  # type: ignore[misc]
+    assert wait_for_completion(run.database_url, str(job_id)) == {"echo": {"noteId": note_id, "text": "hi"}}
 
 
 def assert_nothing_left(clone: Path, run: DevRun, ports: range) -> None:
@@ -272,7 +280,7 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
 
     run = DevRun(clone, env, ports)
     timings["fresh clone to ready (first run, installs)"] = run.wait_ready(FIRST_START_TIMEOUT)
-    assert_every_function_answers(run)
+    assert_every_function_answers(run, note_id=1)
     run.process.send_signal(signal.SIGINT)
     assert run.wait_stopped() == 0
     assert_nothing_left(clone, run, used)
@@ -306,7 +314,7 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
     run = DevRun(clone, env, ports)
     run.wait_ready(START_TIMEOUT)
     assert any("left running" in line for line in run.output), run.output
-    assert_every_function_answers(run)
+    assert_every_function_answers(run, note_id=2)
     run.process.send_signal(signal.SIGINT)
     assert run.wait_stopped() == 0
     assert_nothing_left(clone, run, used)
