@@ -34,7 +34,7 @@ import psutil
 import pytest
 
 from shared.db import Database
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tool
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from without_system_tools import HIDDEN, stripped_path
@@ -252,6 +252,8 @@ def assert_nothing_left(clone: Path, run: DevRun, ports: range) -> None:
 
 @pytest.fixture
 def clone() -> Iterator[Path]:
+    # Cloud Build's source upload has no .git; there the clone cannot be taken.
+    require_tool((ROOT / ".git").exists() and shutil.which("git") is not None, "a git checkout (and git)")
     base = Path(tempfile.mkdtemp(prefix="manda-fresh-clone-"))
     try:
         fresh_clone(base / "repo")
