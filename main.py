@@ -1,19 +1,41 @@
 """Entry points for Cloud Functions: ``--target`` names one of these.
 
 Each function lives in its own module under ``functions/``; this file only gathers
-them. Loading it reads and validates the settings and the webhook's routes table, so
-a misconfigured deployment fails at cold start with a message naming the bad setting.
+them. Loading it reads and validates the settings and the webhook's routes table, and
+checks that the function being started (``FUNCTION_TARGET``, which functions-framework
+sets from ``--target``) has every setting it cannot work without. A misconfigured
+deployment so refuses to start with one line naming the setting, not a traceback, and
+no request ever meets a missing credential or routes table.
 """
 
+import os
+import sys
+from collections.abc import Callable
+
+import functions.drain
+import functions.enqueue
+import functions.webhook
+from functions.drain import drain
+from functions.enqueue import enqueue
+from functions.health import health
+from functions.ready import ready
+from functions.webhook import webhook
 from shared import instance, log
-
-log.configure(instance.settings().log_level)
-instance.webhook_routes()
-
-from functions.drain import drain  # noqa: E402
-from functions.enqueue import enqueue  # noqa: E402
-from functions.health import health  # noqa: E402
-from functions.ready import ready  # noqa: E402
-from functions.webhook import webhook  # noqa: E402
+from shared.config import Settings
+from shared.errors import ConfigError
 
 __all__ = ["drain", "enqueue", "health", "ready", "webhook"]
+
+# What each function cannot work without; the others need nothing beyond valid settings.
+STARTUP_CHECKS: dict[str, Callable[[Settings], None]] = {
+    "drain": functions.drain.check_settings,
+    "enqueue": functions.enqueue.check_settings,
+    "webhook": functions.webhook.check_settings,
+}
+
+try:
+    log.configure(instance.settings().log_level)
+    instance.webhook_routes()
+    STARTUP_CHECKS.get(os.environ.get("FUNCTION_TARGET", ""), lambda _settings: None)(instance.settings())
+except ConfigError as error:
+    sys.exit(f"manda-processing cannot start: {error}")

@@ -46,6 +46,11 @@ class DrainRequest(BaseModel):
     budget_seconds: float | None = Field(None, alias="budgetSeconds", strict=True, ge=0, allow_inf_nan=False)
 
 
+def check_settings(settings: Settings) -> None:
+    """At cold start (main.py): drain needs a way to accept Cloud Scheduler's calls."""
+    auth.check_drain_configured(settings)
+
+
 @functions_framework.http
 @endpoint("POST")
 def drain(request: flask.Request) -> flask.Response:

@@ -17,7 +17,13 @@ import flask
 import functions_framework
 
 from shared import auth, instance, intake, log
+from shared.config import Settings, require
 from shared.http import endpoint, jobs_at, json_response, read_json
+
+
+def check_settings(settings: Settings) -> None:
+    """At cold start (main.py): without an API key, enqueue could accept nobody."""
+    require(settings.api_keys, "API_KEYS", "enqueue")
 
 
 @functions_framework.http

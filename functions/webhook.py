@@ -17,19 +17,30 @@ import flask
 import functions_framework
 
 from shared import auth, instance, intake, log
-from shared.config import require
+from shared.config import Settings, require
 from shared.http import endpoint, jobs_at, json_response, parse_json, read_body
+from shared.webhook_routes import WebhookRoutes
+
+
+def check_settings(settings: Settings) -> None:
+    """At cold start (main.py): webhook needs a secret to accept Supabase and routes to make jobs."""
+    require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
+    routes_table()
+
+
+def routes_table() -> WebhookRoutes:
+    return require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
 
 
 @functions_framework.http
 @endpoint("POST")
 def webhook(request: flask.Request) -> flask.Response:
     settings = instance.settings()
-    routes = require(instance.webhook_routes(), "WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE", "webhook")
     raw = auth.check_webhook_caller(
         request.headers, settings, lambda: read_body(request, max_bytes=settings.webhook_max_body_bytes)
     )
 
+    routes = routes_table()
     event = intake.parse_event(parse_json(raw))
     log.annotate(event=f"{event.type} {event.schema_name}.{event.table}")
     matched = routes.jobs_for(event)

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import SecretStr
 from werkzeug.datastructures import Headers
 
-from shared.config import Settings, require
+from shared.config import Settings
 from shared.errors import ConfigError, Unauthenticated, Unavailable
 
 SIGNATURE_PREFIX = "sha256="
@@ -116,7 +116,9 @@ def check_enqueue_caller(headers: Headers, settings: Settings) -> None:
     The key travels as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; behind Cloud
     Run IAM, Google's token stays in ``X-Serverless-Authorization``.
     """
-    check_secret(presented_secret(headers, API_KEY_HEADER), require(settings.api_keys, "API_KEYS", "enqueue"))
+    # main.py refuses to start enqueue without API_KEYS; were that check skipped, no key
+    # matches and the caller is refused like any other, never with a 500.
+    check_secret(presented_secret(headers, API_KEY_HEADER), settings.api_keys)
 
 
 # -- webhook: Supabase's database webhook triggers ----------------------------------------
@@ -138,7 +140,8 @@ def check_webhook_caller(headers: Headers, settings: Settings, read_body: Callab
     must be valid and at least one must be sent; ``WEBHOOK_REQUIRE_SIGNATURE`` makes the
     signature mandatory. A secret is checked before the body is read.
     """
-    secrets = require(settings.webhook_secrets, "WEBHOOK_SECRET", "webhook")
+    # As for enqueue: no secret configured means nothing matches (401), never a 500.
+    secrets = settings.webhook_secrets
     signed = WEBHOOK_SIGNATURE_HEADER in headers
     if not signed and settings.webhook_require_signature:
         raise Unauthenticated(f"a signature ({WEBHOOK_SIGNATURE_HEADER}) is required")
@@ -317,19 +320,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def check_drain_caller(headers: Headers, settings: Settings) -> str:
-    """Who is calling drain: ``"drain-token"`` or a verified service-account email.
-
-    Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
-    (production) as described above; raises ``Unauthenticated`` for anything else, and
-    ``ConfigError`` when drain has no way at all to accept a caller.
-    """
-    oidc = bool(settings.drain_oidc_audiences)
-    if settings.drain_token is None and not oidc:
+def check_drain_configured(settings: Settings) -> None:
+    """``ConfigError`` when drain has no way at all to accept a caller (checked at cold start)."""
+    if settings.drain_token is None and not settings.drain_oidc_audiences:
         raise ConfigError(
             "drain accepts no caller: set DRAIN_OIDC_AUDIENCES and DRAIN_OIDC_SERVICE_ACCOUNTS, "
             "or DRAIN_TOKEN for local runs"
         )
+
+
+def check_drain_caller(headers: Headers, settings: Settings) -> str:
+    """Who is calling drain: ``"drain-token"`` or a verified service-account email.
+
+    Accepts ``Authorization: Bearer DRAIN_TOKEN`` (local runs) or a Google OIDC token
+    (production) as described above; raises ``Unauthenticated`` for anything else, also
+    when neither is configured (``check_drain_configured`` stops such an instance at start).
+    """
+    oidc = bool(settings.drain_oidc_audiences)
     token = bearer_token(headers)
     if settings.drain_token is not None and secret_matches(token, [settings.drain_token]):
         return "drain-token"

@@ -26,7 +26,8 @@ from tests.support.node_boss import NodeBoss, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(ROOT / "main.py")
-ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# ./test.sh sets it: to a throwaway server of its own unless it was already set.
+ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "")
 PREFIX = "mp_test_"
 RUN = f"{PREFIX}{os.getpid()}_{secrets.token_hex(3)}"
 SCHEMA = "pgboss"
@@ -43,7 +44,10 @@ def url_for(database: str) -> str:
     return f"{base}/{database}"
 
 
-def _admin() -> pg8000.native.Connection:
+def admin_connection() -> pg8000.native.Connection:
+    """A connection to the test server's administrative database."""
+    if not ADMIN_URL:
+        pytest.exit("TEST_ADMIN_DATABASE_URL is not set: run the tests with ./test.sh, which starts a PostgreSQL")
     return Database(ADMIN_URL)._connect()
 
 
@@ -58,7 +62,7 @@ def _drop_leftovers(admin: pg8000.native.Connection) -> None:
 
 @pytest.fixture(scope="session")
 def admin() -> Iterator[pg8000.native.Connection]:
-    connection = _admin()
+    connection = admin_connection()
     _drop_leftovers(connection)
     yield connection
     rows = connection.run("SELECT datname FROM pg_database WHERE datname LIKE :p", p=RUN + "%")

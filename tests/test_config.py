@@ -116,6 +116,22 @@ def test_a_bad_setting_stops_the_function_at_startup() -> None:
     assert "invalid settings: PGBOSS_SCHEMA" in result.stderr
 
 
+def test_a_webhook_without_routes_refuses_to_start_with_one_line() -> None:
+    # As Cloud Run starts it: functions-framework's own command, the target in FUNCTION_TARGET.
+    result = subprocess.run(
+        [sys.executable, "-m", "functions_framework", "--source", MAIN, "--port", "1"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "DATABASE_URL": URL, "WEBHOOK_SECRET": "s", "FUNCTION_TARGET": "webhook"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "manda-processing cannot start: WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE is not set; webhook needs it"
+    ]
+
+
 def test_a_good_environment_starts() -> None:
     result = _start_function({"DATABASE_URL": URL})
     assert result.returncode == 0, result.stderr

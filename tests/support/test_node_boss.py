@@ -10,20 +10,18 @@ from collections.abc import Iterator
 import pg8000.native
 import pytest
 
+from shared.db import Database
+from tests.conftest import admin_connection, url_for
+
 from .node_boss import NodeBoss, NodeBossError, PgBossMigrateError, migrate
 
-HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 QUIET = {"supervise": False, "schedule": False, "migrate": False}
-
-
-def _admin() -> pg8000.native.Connection:
-    return pg8000.native.Connection(USER, host=HOST, port=PORT, database="postgres")
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     name = f"node_boss_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = _admin()
+    admin = admin_connection()
     try:
         admin.run(f'CREATE DATABASE "{name}"')
         yield name
@@ -34,12 +32,12 @@ def database() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def url(database: str) -> str:
-    return f"postgresql://{USER}@{HOST}:{PORT}/{database}"
+    return url_for(database)
 
 
 @pytest.fixture(scope="module")
 def sql(database: str) -> Iterator[pg8000.native.Connection]:
-    conn = pg8000.native.Connection(USER, host=HOST, port=PORT, database=database)
+    conn = Database(url_for(database))._connect()
     yield conn
     conn.close()
 
@@ -77,7 +75,7 @@ def test_migrate_custom_schema(migrated: str, sql: pg8000.native.Connection) -> 
 
 def test_migrate_failure_carries_cli_error() -> None:
     with pytest.raises(PgBossMigrateError, match="does not exist"):
-        migrate(f"postgresql://{USER}@{HOST}:{PORT}/node_boss_no_such_db_{secrets.token_hex(3)}")
+        migrate(url_for(f"node_boss_no_such_db_{secrets.token_hex(3)}"))
 
 
 def test_send_and_get_job_by_id_roundtrip(boss: NodeBoss) -> None:
