@@ -130,7 +130,7 @@ class Bench:
     @staticmethod
     def _named(connection: object, statement: str) -> Callable[..., list[list[object]]]:
         """``statement`` as a named prepared statement: one round trip per execution."""
-        prepared = connection.prepare(sql.render(statement, SCHEMA))  # type: ignore[attr-defined]
+        prepared = connection.prepare(statement)  # type: ignore[attr-defined]
 
         def run(_connection: object, **params: object) -> list[list[object]]:
             return prepared.run(**params) or []
@@ -139,12 +139,17 @@ class Bench:
 
     def raw_insert_ceiling(self) -> float:
         with self.db.raw_connection() as connection:
-            return self.raw_insert(self._named(connection, sql.INSERT_JOBS))
+            return self.raw_insert(
+                self._named(connection, sql.insert_jobs(self.boss.capabilities, SCHEMA, debounce=False))
+            )
 
     def raw_drain_ceiling(self, batch: int) -> float:
+        caps = self.boss.capabilities
         with self.db.raw_connection() as connection:
             return self.raw_drain(
-                batch, self._named(connection, sql.FETCH_JOBS), self._named(connection, sql.COMPLETE_JOBS)
+                batch,
+                self._named(connection, sql.fetch_jobs(caps, SCHEMA, policy="standard", grouped=False, detailed=False)),
+                self._named(connection, sql.complete_jobs(caps, SCHEMA)),
             )
 
     def raw_drain(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.errors import InvalidRequest, NotFound, RequestError, SchemaNotReady
+from shared.pgboss.capabilities import SUPPORTED_RELEASES, releases_of
 
 
 class SchemaMissing(SchemaNotReady):
@@ -22,7 +23,10 @@ class UnsupportedSchemaVersion(SchemaNotReady):
         self.found = found
         self.supported = tuple(sorted(supported))
         low, high = self.supported[0], self.supported[-1]
-        super().__init__(f"pg-boss schema version {found} is unsupported; supported range is {low}..{high}")
+        super().__init__(
+            f"pg-boss schema version {found} (pg-boss {releases_of(found)}) is unsupported;"
+            f" supported range is {low}..{high} (pg-boss {SUPPORTED_RELEASES})"
+        )
 
 
 class QueueNotFound(NotFound):
@@ -55,3 +59,18 @@ class InternalQueue(RequestError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"queue {name!r} is internal to pg-boss and cannot be fetched from")
+
+
+class OptionNotSupported(InvalidRequest):
+    """An option the installed pg-boss schema does not have; refused, never dropped."""
+
+    def __init__(self, option: str, schema_version: int, releases: str, *, index: int | None = None) -> None:
+        self.option = option
+        self.schema_version = schema_version
+        message = (
+            f"option {option!r} is not supported by the installed pg-boss schema version {schema_version}"
+            f" (pg-boss {releases}); it needs a newer pg-boss"
+        )
+        loc: list[str | int] = ["jobs", index] if index is not None else []
+        loc += ["options", option.split(" ")[0]]
+        super().__init__(message, [{"loc": loc, "msg": message, "type": "not_supported"}])
