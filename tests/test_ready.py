@@ -54,7 +54,6 @@ def test_unsupported_schema_version_is_not_ready(client_for, db) -> None:
     )
 
 
-
 def test_black_hole_host_answers_within_three_seconds(client_for) -> None:
     # A listener that accepts TCP connections and never says a word stands in for a
     # host that swallows packets: the client waits on the handshake forever.

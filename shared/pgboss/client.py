@@ -74,6 +74,7 @@ class PgBoss:
         self.queue_cache_seconds = queue_cache_seconds
         sql.quoted_schema(schema)
         self._capabilities: Capabilities | None = None
+        self._detected_at = 0.0
         self._queues: dict[str, tuple[float, Queue]] = {}
 
     @property
@@ -99,11 +100,14 @@ class PgBoss:
 
     @property
     def capabilities(self) -> Capabilities:
-        """The installed schema's capabilities, detected on first use and kept.
+        """The installed schema's capabilities, detected on first use and kept for
+        ``queue_cache_seconds``, so a pg-boss upgrade by the Node app is noticed as
+        soon as a queue's changed settings would be.
 
         Raises ``UnsupportedSchemaVersion`` for a schema outside the supported range.
         """
-        if self._capabilities is None:
+        stale = time.monotonic() - self._detected_at >= self.queue_cache_seconds
+        if self._capabilities is None or stale:
             return self.check_schema()
         return self._capabilities
 
@@ -114,6 +118,7 @@ class PgBoss:
     def check_schema(self) -> Capabilities:
         """Detect the schema again and keep it, after checking this package supports it."""
         caps = self.detect()
+        self._detected_at = time.monotonic()
         if not caps.supported:
             self._capabilities = None
             raise UnsupportedSchemaVersion(caps.schema_version, SUPPORTED_SCHEMA_VERSIONS)
