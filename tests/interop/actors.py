@@ -8,7 +8,7 @@ side it is talking to:
 * ``send``/``insert`` return job ids (``None`` where pg-boss would have deduplicated);
 * ``fetch`` returns ``Claim``s, which carry the attempt (``retry_count``) settling is fenced on;
 * ``complete``/``fail``/``touch`` take claims and are fenced, as ``work()`` is in Node (releases
-  before 12.21 take plain ids and settle unfenced);
+  before 12.35 take plain ids and settle unfenced);
 * ``cancel``/``resume``/``retry``/``delete`` take plain ids, as both APIs do;
 * ``expire`` runs the expiry and heartbeat-loss pass for one queue: ``fail_expired`` here,
   ``supervise(name)`` in Node (its monitor claim is released first, since Node only runs that
@@ -172,7 +172,7 @@ class NodeActor:
         return int(rows[0]["retry_count"])
 
     def _fence(self, claims: list[Claim]) -> list[Any]:
-        if self.schema_version < 32:  # before 12.21 pg-boss settles by id only
+        if self.schema_version < 43:  # before 12.35 pg-boss settles by id only
             return [claim.id for claim in claims]
         return [{"id": claim.id, "retryCount": claim.retry_count} for claim in claims]
 
