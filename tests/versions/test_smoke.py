@@ -31,6 +31,7 @@ from shared.pgboss.models import JobState, QueueOptions, SendOptions
 from tests.conftest import ADMIN_URL, RUN, url_for
 from tests.support import releases
 from tests.support.node_boss import NodeBoss
+from tests.versions.conftest import TIMINGS
 
 SCHEMA = "pgboss"
 WORKERS = 3
@@ -164,10 +165,17 @@ def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[dict[str, 
         for item in request.session.items
         if item.module is request.module and hasattr(item, "callspec")
     ]
+    started = time.monotonic()
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="smoke")
     futures = {version: pool.submit(smoke, version) for version in wanted}
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
+    seconds = {
+        version: future.result()["seconds"]
+        for version, future in futures.items()
+        if future.done() and not future.cancelled() and future.exception() is None
+    }
+    TIMINGS[f"pg-boss smoke matrix ({WORKERS} at a time)"] = (time.monotonic() - started, seconds)
 
 
 @pytest.mark.parametrize("release", RELEASES)
