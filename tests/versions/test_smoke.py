@@ -5,8 +5,9 @@ from 12.8.0, before that its ``start()`` with ``migrate: true``), then our clien
 that release's Node pg-boss share the queues: each sends a job the other fetches and
 completes, our client fails a job into retry and then into its dead letter queue,
 which Node works; Node fails a job that our client then retries and completes; an
-expired job goes back to retry; cancel, resume and delete; an option the schema lacks
-is refused with nothing written. Where the release has ``pg-boss doctor`` it must
+expired job goes back to retry; cancel, resume, delete and manual retry; a queue with
+its own partition and a policy takes a batch insert, touch, fail and complete; an
+option the schema lacks is refused with nothing written. Where the release has ``pg-boss doctor`` it must
 find no drift afterwards. Releases whose schema this package does not support (the
 10.x family, schemas 21-24) must be refused with the supported range named.
 
@@ -27,7 +28,7 @@ from shared.db import Database
 from shared.pgboss.capabilities import SUPPORTED_SCHEMA_VERSIONS
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import OptionNotSupported, UnsupportedSchemaVersion
-from shared.pgboss.models import JobState, QueueOptions, SendOptions
+from shared.pgboss.models import JobRequest, JobState, QueueOptions, SendOptions
 from tests.conftest import ADMIN_URL, RUN, url_for
 from tests.support import releases
 from tests.support.node_boss import NodeBoss
@@ -148,6 +149,20 @@ def _scenario(boss: PgBoss, node: NodeBoss, db: Database) -> None:
     assert _state(db, "py", managed) == "created"
     assert boss.delete_jobs("py", [managed]) == 1
     assert _state(db, "py", managed) == "gone"
+
+    # The remaining verbs, so doctor below has seen every one: a queue with its own
+    # partition and a policy, a batch insert, touch, manual retry, the queue listing.
+    own = boss.create_queue("own", QueueOptions(partition=True, policy="singleton"))
+    assert own.table_name != "job_common"
+    ids = boss.insert([JobRequest("own", {"n": n}, SendOptions(singleton_key=f"k{n}")) for n in range(3)])
+    assert all(ids)
+    held = boss.fetch("own", 3)
+    assert sorted(job.id for job in held) == sorted(ids) and boss.touch("own", held) == 3
+    assert boss.fail("own", [(held[0], "no")]).retried == (held[0].id,)
+    assert sorted(boss.complete("own", [(job, None) for job in held[1:]])) == sorted(job.id for job in held[1:])
+    assert boss.retry("py", [failing]) == 1 and _state(db, "py", failing) == "retry"
+    counts = {queue.name: queue.counts for queue in boss.get_queues()}
+    assert counts["own"] is not None and counts["own"].total == 3
 
     # An option the schema lacks is refused by name, and nothing is written.
     if not caps.groups:
