@@ -135,7 +135,7 @@ class Bench:
     @staticmethod
     def _named(connection: object, statement: str) -> Callable[..., list[list[object]]]:
         """``statement`` as a named prepared statement: one round trip per execution."""
-        prepared = connection.prepare(sql.render(statement, SCHEMA))  # type: ignore[attr-defined]
+        prepared = connection.prepare(statement)  # type: ignore[attr-defined]
 
         def run(_connection: object, **params: object) -> list[list[object]]:
             return prepared.run(**params) or []
@@ -143,10 +143,15 @@ class Bench:
         return run
 
     def raw_insert_ceiling(self) -> float:
-        return self.raw_insert(self._named(self.raw, sql.INSERT_JOBS))
+        return self.raw_insert(self._named(self.raw, sql.insert_jobs(self.boss.capabilities, SCHEMA, debounce=False)))
 
     def raw_drain_ceiling(self, batch: int) -> float:
-        return self.raw_drain(batch, self._named(self.raw, sql.FETCH_JOBS), self._named(self.raw, sql.COMPLETE_JOBS))
+        caps = self.boss.capabilities
+        return self.raw_drain(
+            batch,
+            self._named(self.raw, sql.fetch_jobs(caps, SCHEMA, policy="standard", grouped=False, detailed=False)),
+            self._named(self.raw, sql.complete_jobs(caps, SCHEMA)),
+        )
 
     def raw_drain(
         self,

@@ -17,6 +17,7 @@ from shared import instance
 from shared.db import Database
 from shared.errors import AppError
 from shared.http import endpoint, json_response
+from shared.pgboss.capabilities import NEWEST_SCHEMA, OLDEST_SCHEMA, SUPPORTED_RELEASES
 from shared.pgboss.client import PgBoss
 
 
@@ -48,11 +49,17 @@ def run_checks() -> dict[str, dict[str, Any]]:
             return checks
         checks["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
         try:
-            version = PgBoss(probe, settings.pgboss_schema).check_schema()
+            caps = PgBoss(probe, settings.pgboss_schema).check_schema()
         except AppError as error:
             checks["pgboss_schema"] = {"ok": False, "schema": settings.pgboss_schema, "reason": error.message}
         else:
-            checks["pgboss_schema"] = {"ok": True, "schema": settings.pgboss_schema, "version": version}
+            checks["pgboss_schema"] = {
+                "ok": True,
+                "schema": settings.pgboss_schema,
+                "version": caps.schema_version,
+                "pgboss_releases": caps.releases,
+                "supported": f"{OLDEST_SCHEMA}..{NEWEST_SCHEMA} (pg-boss {SUPPORTED_RELEASES})",
+            }
         return checks
     finally:
         probe.close()

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from shared import instance
 from shared.db import Database
 from shared.pgboss.client import PgBoss
+from tests.support import releases
 from tests.support.node_boss import NodeBoss, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,9 @@ ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "")
 PREFIX = "mp_test_"
 RUN = f"{PREFIX}{os.getpid()}_{secrets.token_hex(3)}"
 SCHEMA = "pgboss"
+# Run the suite against another pg-boss release than the pinned one (tests/versions/),
+# e.g. TEST_PGBOSS_RELEASE=11.0.0: its schema, its Node pg-boss.
+RELEASE = os.environ.get("TEST_PGBOSS_RELEASE") or None
 
 API_KEY = "test-api-key-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
@@ -75,7 +79,11 @@ def admin() -> Iterator[pg8000.native.Connection]:
 def template_database(admin: pg8000.native.Connection) -> str:
     name = f"{RUN}_template"
     admin.run(f'CREATE DATABASE "{name}"')
-    migrate(url_for(name), SCHEMA)
+    if RELEASE is None:
+        migrate(url_for(name), SCHEMA)
+    else:
+        releases.install()
+        releases.install_schema(url_for(name), SCHEMA, RELEASE)
     return name
 
 
@@ -117,8 +125,27 @@ def boss(db: Database) -> PgBoss:
 @pytest.fixture
 def node_boss(database_url: str) -> Iterator[NodeBoss]:
     """Real pg-boss (Node) on the test's database, with its background work off."""
-    with NodeBoss(database_url, SCHEMA, supervise=False, schedule=False, migrate=False) as node:
+    with NodeBoss(
+        database_url, SCHEMA, package_dir=node_package(), supervise=False, schedule=False, migrate=False
+    ) as node:
         yield node
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip what the release under test cannot do (``@pytest.mark.since(30, "heartbeats")``)."""
+    if RELEASE is None:
+        return
+    releases.install()
+    schema = releases.schema_of(RELEASE)
+    for item in items:
+        marker = item.get_closest_marker("since")
+        if marker is not None and schema < marker.args[0]:
+            item.add_marker(pytest.mark.skip(reason=f"pg-boss {RELEASE} (schema {schema}) has no {marker.args[1]}"))
+
+
+def node_package() -> Path | None:
+    """The package folder of the pg-boss release under test; None for the pinned one."""
+    return None if RELEASE is None else releases.package_dir(RELEASE)
 
 
 def function_env(database_url: str, **overrides: str) -> dict[str, str]:

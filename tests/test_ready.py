@@ -15,7 +15,13 @@ def test_ready_against_a_migrated_database(client_for) -> None:
     body = response.get_json()
     assert body["status"] == "ready"
     assert body["checks"]["database"]["ok"] is True
-    assert body["checks"]["pgboss_schema"] == {"ok": True, "schema": SCHEMA, "version": 46}
+    assert body["checks"]["pgboss_schema"] == {
+        "ok": True,
+        "schema": SCHEMA,
+        "version": 46,
+        "pgboss_releases": "12.38.0",
+        "supported": "25..46 (pg-boss 11.0.0..12.38.0)",
+    }
 
 
 def test_closed_port_is_not_ready(client_for) -> None:
@@ -38,11 +44,14 @@ def test_database_without_pgboss_is_not_ready(client_for, empty_database_url) ->
 
 
 def test_unsupported_schema_version_is_not_ready(client_for, db) -> None:
-    db.run(f"UPDATE {SCHEMA}.version SET version = 45")
+    db.run(f"UPDATE {SCHEMA}.version SET version = 47")
     response = client_for("ready").get("/")
     assert response.status_code == 503
     reason = response.get_json()["checks"]["pgboss_schema"]["reason"]
-    assert reason == "pg-boss schema version 45 is unsupported; supported range is 46..46"
+    assert reason == (
+        "pg-boss schema version 47 (pg-boss unknown) is unsupported;"
+        " supported range is 25..46 (pg-boss 11.0.0..12.38.0)"
+    )
 
 
 def test_black_hole_host_answers_within_three_seconds(client_for) -> None:

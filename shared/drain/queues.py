@@ -57,7 +57,8 @@ class HandlerQueues:
                     done.add(dead_letter)
             dead_letters = {h.options.dead_letter for h in pending}
             for handler in sorted(pending, key=lambda h: h.queue not in dead_letters):
-                _warn_if_configured_differently(handler, boss.create_queue(handler.queue, handler.options))
+                options = _for_schema(boss, handler.options)
+                _warn_if_configured_differently(handler.queue, options, boss.create_queue(handler.queue, options))
                 done.add(handler.queue)
 
     def forget(self, name: str) -> None:
@@ -66,9 +67,18 @@ class HandlerQueues:
             self._created.discard(name)
 
 
-def _warn_if_configured_differently(handler: Handler, queue: Queue) -> None:
+def _for_schema(boss: PgBoss, options: QueueOptions) -> QueueOptions:
+    """A handler's queue options as the installed schema can take them: ``notify`` is
+    drain's own default, not the handler's, so a schema without it (before 32) gets a
+    queue that drain polls instead. Any other missing option is refused by create_queue."""
+    if options.notify and not boss.capabilities.notify:
+        return options.model_copy(update={"notify": None})
+    return options
+
+
+def _warn_if_configured_differently(name: str, options: QueueOptions, queue: Queue) -> None:
     differences = []
-    for option, wanted in handler.options.wire().items():
+    for option, wanted in options.wire().items():
         attribute = _QUEUE_ATTRIBUTES.get(option)
         if attribute is None:
             continue
@@ -78,8 +88,8 @@ def _warn_if_configured_differently(handler: Handler, queue: Queue) -> None:
             differences.append(f"{option} is {actual!r}, the handler asks for {wanted!r}")
     if differences:
         log.warning(
-            f"queue {handler.queue!r} already exists configured differently from its handler "
+            f"queue {name!r} already exists configured differently from its handler "
             f"({'; '.join(differences)}); create_queue leaves an existing queue as it is, so "
             "change it with pg-boss's updateQueue",
-            extra={"fields": {"queue": handler.queue}},
+            extra={"fields": {"queue": name}},
         )

@@ -1,9 +1,12 @@
 """``PgBoss``: the one object that reads and writes pg-boss's tables.
 
 Function modules call its verbs and get domain objects back; they never see SQL or
-a cursor. Statements come from ``shared.pgboss.sql``, rendered once for the schema.
-Every row it writes is the row pg-boss 12.38 would have written for the same call, so
-Node workers, a Node supervisor and this package can work the same queues at once.
+a cursor. Statements come from ``shared.pgboss.sql``, rendered for the installed
+schema's ``Capabilities`` (detected once, on first use, and again when a statement
+finds the schema changed). Every row it writes is the row the installed pg-boss
+release would have written for the same call, so Node workers, a Node supervisor and
+this package can work the same queues at once. An option the installed schema lacks
+is refused (``OptionNotSupported``), never dropped.
 
 Database errors that mean something to a caller become typed errors: a missing or
 different schema for every statement (``_schema_errors``), and what only a verb can
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -27,9 +30,11 @@ from uuid import UUID
 from shared.db import Database, Row
 from shared.errors import DatabaseError
 from shared.pgboss import encoding, sql
+from shared.pgboss.capabilities import SUPPORTED_SCHEMA_VERSIONS, Capabilities
 from shared.pgboss.errors import (
     InternalQueue,
     InvalidQueue,
+    OptionNotSupported,
     QueueNotFound,
     SchemaMissing,
     SingletonKeyRequired,
@@ -48,10 +53,6 @@ from shared.pgboss.models import (
     check_queue_name,
 )
 
-# Schema versions whose behaviour the interop suite has proven equal to pg-boss's.
-# 46 is pg-boss 12.38.0.
-SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset({46})
-
 # pg-boss's monitor fails expired jobs in batches of this many, one transaction each.
 EXPIRY_BATCH_SIZE = 1000
 
@@ -64,30 +65,6 @@ _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
 _KEY_STRICT_FIFO_CHECK = "job_key_strict_fifo_singleton_key_check"
 
-# Fetch statements per policy, keyed by (group limits asked for, include_metadata);
-# other policies use the FETCH_JOBS family.
-_PLAIN_FETCH = {
-    (False, False): sql.FETCH_JOBS,
-    (False, True): sql.FETCH_JOBS_DETAILED,
-    (True, False): sql.FETCH_JOBS_GROUPED,
-    (True, True): sql.FETCH_JOBS_GROUPED_DETAILED,
-}
-_SINGLETON_FETCH = {
-    (False, False): sql.FETCH_JOBS_SINGLETON,
-    (False, True): sql.FETCH_JOBS_SINGLETON_DETAILED,
-    (True, False): sql.FETCH_JOBS_SINGLETON_GROUPED,
-    (True, True): sql.FETCH_JOBS_SINGLETON_GROUPED_DETAILED,
-}
-_FETCH_BY_POLICY = {
-    QueuePolicy.SINGLETON: _SINGLETON_FETCH,
-    QueuePolicy.STATELY: _SINGLETON_FETCH,
-    QueuePolicy.KEY_STRICT_FIFO: {
-        (False, False): sql.FETCH_JOBS_KEY_STRICT_FIFO,
-        (False, True): sql.FETCH_JOBS_KEY_STRICT_FIFO_DETAILED,
-        (True, False): sql.FETCH_JOBS_KEY_STRICT_FIFO_GROUPED,
-        (True, True): sql.FETCH_JOBS_KEY_STRICT_FIFO_GROUPED_DETAILED,
-    },
-}
 _SINGLETON_POLICIES = {QueuePolicy.SINGLETON, QueuePolicy.STATELY}
 
 
@@ -98,39 +75,60 @@ class PgBoss:
         self.db = db
         self.schema = schema
         self.queue_cache_seconds = queue_cache_seconds
-        self._statements: dict[str, str] = {}
+        sql.quoted_schema(schema)
+        self._capabilities: Capabilities | None = None
+        self._detected_at = 0.0
         self._queues: dict[str, tuple[float, Queue]] = {}
-
-    def _sql(self, statement: str) -> str:
-        rendered = self._statements.get(statement)
-        if rendered is None:
-            rendered = self._statements[statement] = sql.render(statement, self.schema)
-        return rendered
 
     @property
     def notify_channel(self) -> str:
-        """The LISTEN/NOTIFY channel pg-boss 12.38 uses for this schema's notify queues."""
+        """The LISTEN/NOTIFY channel pg-boss (32+) uses for this schema's notify queues."""
         return "pgboss_" + hashlib.sha224(self.schema.encode()).hexdigest()[:24]
 
     # -- schema -----------------------------------------------------------------------
 
-    def schema_version(self) -> int:
-        """The installed schema version; raises ``SchemaMissing`` when pg-boss is absent."""
+    def detect(self) -> Capabilities:
+        """Read the installed schema's capabilities now, supported or not.
+
+        Raises ``SchemaMissing`` when pg-boss is absent.
+        """
         rows = self.db.run(
-            self._sql(sql.SCHEMA_INSTALLED),
-            {"version_table": f'"{self.schema}".version'},
+            sql.schema_installed(),
+            {"version_table": f"{sql.quoted_schema(self.schema)}.version"},
             safe_to_retry=True,
         )
         if not rows[0]["installed"]:
             raise SchemaMissing(self.schema)
-        return int(self.db.run(self._sql(sql.SCHEMA_VERSION), safe_to_retry=True)[0]["version"])
+        return Capabilities.from_row(self.db.run(sql.capabilities(self.schema), safe_to_retry=True)[0])
 
-    def check_schema(self) -> int:
-        """The schema version, after checking that this package supports it."""
-        version = self.schema_version()
-        if version not in SUPPORTED_SCHEMA_VERSIONS:
-            raise UnsupportedSchemaVersion(version, SUPPORTED_SCHEMA_VERSIONS)
-        return version
+    @property
+    def capabilities(self) -> Capabilities:
+        """The installed schema's capabilities, detected on first use and kept for
+        ``queue_cache_seconds``, so a pg-boss upgrade by the Node app is noticed as
+        soon as a queue's changed settings would be.
+
+        Raises ``UnsupportedSchemaVersion`` for a schema outside the supported range.
+        """
+        stale = time.monotonic() - self._detected_at >= self.queue_cache_seconds
+        if self._capabilities is None or stale:
+            return self.check_schema()
+        return self._capabilities
+
+    def schema_version(self) -> int:
+        """The installed schema version; raises ``SchemaMissing`` when pg-boss is absent."""
+        return self.detect().schema_version
+
+    def check_schema(self) -> Capabilities:
+        """Detect the schema again and keep it, after checking this package supports it."""
+        caps = self.detect()
+        self._detected_at = time.monotonic()
+        if not caps.supported:
+            self._capabilities = None
+            raise UnsupportedSchemaVersion(caps.schema_version, SUPPORTED_SCHEMA_VERSIONS)
+        if caps != self._capabilities:
+            self._capabilities = caps
+            self._queues.clear()
+        return caps
 
     # -- queues -----------------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class PgBoss:
         cached = self._queues.get(name)
         if cached is not None and time.monotonic() - cached[0] < self.queue_cache_seconds:
             return cached[1]
-        rows = self._run(sql.GET_QUEUE, {"name": name}, safe_to_retry=True)
+        rows = self._run(sql.get_queue(self.capabilities, self.schema), {"name": name}, safe_to_retry=True)
         if not rows:
             self._forget(name)
             return None
@@ -147,7 +145,8 @@ class PgBoss:
 
     def get_queues(self) -> list[Queue]:
         """Every queue, with job counts computed now (pg-boss's stats columns lag)."""
-        return [Queue.from_row(row) for row in self._run(sql.GET_QUEUES, {}, safe_to_retry=True)]
+        statement = sql.get_queues(self.capabilities, self.schema)
+        return [Queue.from_row(row) for row in self._run(statement, {}, safe_to_retry=True)]
 
     def create_queue(self, name: str, options: QueueOptions | None = None) -> Queue:
         """Create the queue through pg-boss's ``create_queue`` function; idempotent.
@@ -162,11 +161,15 @@ class PgBoss:
             raise InvalidQueue(name, "name", str(error)) from None
         if options.dead_letter == name:
             raise InvalidQueue(name, "deadLetter", "deadLetter cannot be the queue itself")
-        params = {"name": name, "options": encoding.encode(options.wire())}
+        caps = self.capabilities
+        wire = options.wire()
+        for option in caps.queue_options_missing(wire, options.policy.value):
+            raise OptionNotSupported(option, caps.schema_version, caps.releases, queue=name)
+        params = {"name": name, "options": encoding.encode(wire)}
         with self._queue_errors([name, options.dead_letter or name]), self.db.transaction() as tx:
-            tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + "create-queue"})
-            tx.run(self._sql(sql.CREATE_QUEUE), params)
-            row = tx.run(self._sql(sql.GET_QUEUE), {"name": name})[0]
+            tx.run(sql.advisory_lock(), {"key": self.schema + "create-queue"})
+            tx.run(sql.create_queue(self.schema), params)
+            row = tx.run(sql.get_queue(caps, self.schema), {"name": name})[0]
         return self._remember(Queue.from_row(row))
 
     def _require_queue(self, name: str) -> Queue:
@@ -198,11 +201,17 @@ class PgBoss:
         """
         if not jobs:
             return []
+        caps = self.capabilities
+        for index, job in enumerate(jobs):
+            for option in caps.send_options_missing(job.options.wire()):
+                raise OptionNotSupported(
+                    option, caps.schema_version, caps.releases, queue=job.name, job_index=index
+                )
         rows = encoding.job_rows(jobs)
         params = {"jobs": encoding.encode(rows), "channel": self.notify_channel}
         names = [job.name for job in jobs] + [job.options.dead_letter for job in jobs if job.options.dead_letter]
         debounced = any(job.options.singleton_next_slot for job in jobs)
-        statement = sql.INSERT_JOBS_DEBOUNCED if debounced else sql.INSERT_JOBS
+        statement = sql.insert_jobs(caps, self.schema, debounce=debounced)
         with self._queue_errors(names, jobs):
             [answer] = self._run(statement, params)
         return [job_id or None for job_id in answer["ids"].split(",")]
@@ -217,13 +226,14 @@ class PgBoss:
         group_concurrency: int | Mapping[str, Any] | None = None,
         include_metadata: bool = False,
     ) -> list[Job]:
-        """Claim up to ``batch_size`` jobs as pg-boss 12.38's ``fetch()`` would.
+        """Claim up to ``batch_size`` jobs as the installed pg-boss's ``fetch()`` would.
 
         ``group_concurrency`` caps active jobs per ``group.id`` across every worker that
-        applies the same limit (an int, or ``{"default": n, "tiers": {tier: m}}``). Losing
-        a race for a singleton slot yields an empty batch, as in pg-boss. Repeated once
-        on a fresh connection when the first answer was lost: jobs that lost claim went
-        to nobody either way (pg-boss's expiry retries them), and asking again claims
+        applies the same limit (an int, or ``{"default": n, "tiers": {tier: m}}``); a
+        schema without groups (before 27) has no grouped jobs, so it limits nothing.
+        Losing a race for a singleton slot yields an empty batch, as in pg-boss. Repeated
+        once on a fresh connection when the first answer was lost: jobs that lost claim
+        went to nobody either way (pg-boss's expiry retries them), and asking again claims
         others, never the same.
         """
         if name.startswith(INTERNAL_QUEUE_PREFIX):
@@ -238,8 +248,14 @@ class PgBoss:
             "group_limit": group_limit,
             "group_tiers": group_tiers,
         }
-        statements = _FETCH_BY_POLICY.get(policy, _PLAIN_FETCH)
-        statement = statements[(group_limit is not None, include_metadata)]
+        caps = self.capabilities
+        statement = sql.fetch_jobs(
+            caps,
+            self.schema,
+            policy=policy.value,
+            grouped=group_limit is not None and caps.groups,
+            detailed=include_metadata,
+        )
         if policy in _SINGLETON_POLICIES:
             params["policy"] = policy.value
         try:
@@ -264,7 +280,8 @@ class PgBoss:
             return []
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(results))}
-        return [str(row["id"]) for row in self._run(sql.COMPLETE_JOBS, params, safe_to_retry=True)]
+        statement = sql.complete_jobs(self.capabilities, self.schema)
+        return [str(row["id"]) for row in self._run(statement, params, safe_to_retry=True)]
 
     def fail(self, name: str, failures: Sequence[tuple[Job, Any]]) -> FailOutcome:
         """Fail fetched jobs with their errors: retry, fail for good, dead-letter.
@@ -275,55 +292,57 @@ class PgBoss:
             return FailOutcome()
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.settle_rows(failures))}
-        return _outcome(self._run(sql.FAIL_JOBS, params, safe_to_retry=True))
+        return _outcome(self._run(sql.fail_jobs(self.capabilities, self.schema), params, safe_to_retry=True))
 
     def fail_expired(self, name: str) -> FailOutcome:
-        """Fail the queue's timed-out and heartbeat-lost jobs, as pg-boss's monitor does.
+        """Fail the queue's timed-out and (30+) heartbeat-lost jobs, as pg-boss's monitor does.
 
         Each batch of up to 1000 runs in its own transaction under the advisory lock
         pg-boss takes for the same sweep of the queue's table, so this can run next to a
         Node supervisor without failing a job twice.
         """
         table = self._require_queue(name).table_name
+        caps = self.capabilities
+        sweeps = [(sql.fail_expired(caps, self.schema, heartbeat=False), "failJobsByTimeout")]
+        if caps.heartbeats:
+            sweeps.append((sql.fail_expired(caps, self.schema, heartbeat=True), "failJobsByHeartbeat"))
         rows: list[Row] = []
-        for statement, lock in (
-            (sql.FAIL_TIMED_OUT, "failJobsByTimeout"),
-            (sql.FAIL_HEARTBEAT_LOST, "failJobsByHeartbeat"),
-        ):
+        for statement, lock in sweeps:
             while True:
                 with self._schema_errors(), self.db.transaction() as tx:
-                    tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.schema + table + lock})
-                    batch = tx.run(self._sql(statement), {"name": name, "limit": EXPIRY_BATCH_SIZE})
+                    tx.run(sql.advisory_lock(), {"key": self.schema + table + lock})
+                    batch = tx.run(statement, {"name": name, "limit": EXPIRY_BATCH_SIZE})
                 rows.extend(row for row in batch if row["id"] is not None)
                 if batch[0]["picked"] < EXPIRY_BATCH_SIZE:
                     break
         return _outcome(rows)
 
     def touch(self, name: str, jobs: Sequence[Job]) -> int:
-        """Refresh the heartbeat of jobs still held by their fetched attempt (idempotent)."""
+        """Refresh the heartbeat of jobs still held by their fetched attempt (idempotent);
+        how many were. Before schema 30 there is no heartbeat: it only counts the held ones."""
         if not jobs:
             return 0
         self._require_queue(name)
         params = {"name": name, "jobs": encoding.encode(encoding.attempt_rows(jobs))}
-        return len(self._run(sql.TOUCH_JOBS, params, safe_to_retry=True))
+        return len(self._run(sql.touch_jobs(self.capabilities, self.schema), params, safe_to_retry=True))
 
     # -- managing ---------------------------------------------------------------------
 
     def cancel(self, name: str, ids: Collection[str | UUID]) -> int:
         """Cancel jobs that have not finished (active ones too); how many were."""
-        return self._by_ids(sql.CANCEL_JOBS, name, ids)
+        return self._by_ids(sql.cancel_jobs, name, ids)
 
     def resume(self, name: str, ids: Collection[str | UUID]) -> int:
         """Queue cancelled jobs again; how many were."""
-        return self._by_ids(sql.RESUME_JOBS, name, ids, count_column="changed")
+        return self._by_ids(sql.resume_jobs, name, ids, count_column="changed")
 
     def retry(self, name: str, ids: Collection[str | UUID]) -> int:
         """Give failed jobs one more attempt; how many were."""
-        return self._by_ids(sql.RETRY_JOBS, name, ids)
+        return self._by_ids(sql.retry_jobs, name, ids)
 
     def delete_jobs(self, name: str, ids: Collection[str | UUID]) -> int:
         """Delete jobs in any state; how many were."""
-        return self._by_ids(sql.DELETE_JOBS, name, ids, count_column="changed")
+        return self._by_ids(sql.delete_jobs, name, ids, count_column="changed")
 
     def get_job(self, name: str, id: str | UUID, *, include_metadata: bool = False) -> Job | None:
         """One job by queue and id (ids are unique per queue only), or None."""
@@ -331,15 +350,23 @@ class PgBoss:
             (job_id,) = encoding.job_ids([id])
         except ValueError:
             return None
-        rows = self._run(sql.GET_JOB, {"name": name, "id": job_id}, safe_to_retry=True)
+        statement = sql.get_job(self.capabilities, self.schema)
+        rows = self._run(statement, {"name": name, "id": job_id}, safe_to_retry=True)
         if not rows:
             return None
         return (JobDetails if include_metadata else Job).from_row(rows[0])
 
-    def _by_ids(self, statement: str, name: str, ids: Collection[str | UUID], count_column: str | None = None) -> int:
+    def _by_ids(
+        self,
+        builder: Callable[[Capabilities, str], str],
+        name: str,
+        ids: Collection[str | UUID],
+        count_column: str | None = None,
+    ) -> int:
         if not ids:
             return 0
         self._require_queue(name)
+        statement = builder(self.capabilities, self.schema)
         rows = self._run(statement, {"name": name, "ids": encoding.job_ids(ids)})
         return int(rows[0][count_column]) if count_column else len(rows)
 
@@ -348,7 +375,7 @@ class PgBoss:
     def _run(self, statement: str, params: Mapping[str, Any], *, safe_to_retry: bool = False) -> list[Row]:
         """Run one statement; a missing or different schema becomes a typed error here."""
         with self._schema_errors():
-            return self.db.run(self._sql(statement), params, safe_to_retry=safe_to_retry)
+            return self.db.run(statement, params, safe_to_retry=safe_to_retry)
 
     @contextmanager
     def _schema_errors(self) -> Iterator[None]:
@@ -360,6 +387,8 @@ class PgBoss:
             if error.sqlstate in _SCHEMA_ABSENT:
                 raise SchemaMissing(self.schema) from error
             if error.sqlstate in _SCHEMA_DIFFERENT:
+                # The schema changed under us (pg-boss was upgraded): detect it again.
+                self._capabilities = None
                 self.check_schema()
             raise
 
@@ -385,7 +414,7 @@ class PgBoss:
     def _missing_queue(self, names: Sequence[str]) -> str | None:
         existing = {
             row["name"]
-            for row in self.db.run(self._sql(sql.EXISTING_QUEUES), {"names": sorted(set(names))}, safe_to_retry=True)
+            for row in self.db.run(sql.existing_queues(self.schema), {"names": sorted(set(names))}, safe_to_retry=True)
         }
         missing = sorted(set(names) - existing)
         for name in missing:

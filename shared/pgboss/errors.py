@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.errors import NotFound, Refused, SchemaNotReady
+from shared.pgboss.capabilities import SUPPORTED_RELEASES, releases_of
 
 
 class SchemaMissing(SchemaNotReady):
@@ -31,7 +32,10 @@ class UnsupportedSchemaVersion(SchemaNotReady):
         self.found = found
         self.supported = tuple(sorted(supported))
         low, high = self.supported[0], self.supported[-1]
-        super().__init__(f"pg-boss schema version {found} is unsupported; supported range is {low}..{high}")
+        super().__init__(
+            f"pg-boss schema version {found} (pg-boss {releases_of(found)}) is unsupported;"
+            f" supported range is {low}..{high} (pg-boss {SUPPORTED_RELEASES})"
+        )
 
 
 class QueueNotFound(NotFound):
@@ -83,3 +87,26 @@ class InternalQueue(Refused):
 
     def __init__(self, queue: str) -> None:
         super().__init__(f"queue {queue!r} is internal to pg-boss and cannot be fetched from", queue=queue)
+
+
+class OptionNotSupported(Refused):
+    """An option the installed pg-boss schema does not have; refused, never dropped."""
+
+    code = "option_not_supported"
+    problem = "not_supported"
+
+    def __init__(
+        self,
+        option: str,
+        schema_version: int,
+        releases: str,
+        *,
+        queue: str | None = None,
+        job_index: int | None = None,
+    ) -> None:
+        self.schema_version = schema_version
+        message = (
+            f"option {option!r} is not supported by the installed pg-boss schema version {schema_version}"
+            f" (pg-boss {releases}); it needs a newer pg-boss"
+        )
+        super().__init__(message, queue=queue, option=option.split(" ")[0], job_index=job_index)

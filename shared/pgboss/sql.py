@@ -1,49 +1,96 @@
 """Every SQL statement this package sends to pg-boss's schema, and nothing else.
 
-Each statement names the pg-boss behaviour it mirrors. ``{schema}`` stands for the
-configured schema name, validated when settings load and substituted by ``render``;
-every value is a bound ``:parameter``.
+One builder per statement family renders the statement for the installed schema (a
+``Capabilities``) and the configured schema name. Builders are cached, so each distinct
+statement is built once per process. One templating style throughout: f-strings over
+``_Names`` (the quoted schema and the clock expression); every value is a bound
+``:parameter``. The schema name is validated before it is quoted into any statement.
+
+Each statement names the pg-boss behaviour it mirrors and, where older schemas differ,
+what they do instead. Columns a schema lacks are left out of writes and read as NULL
+(or pg-boss's default) so callers see one row shape for every schema.
 
 Batches travel as one JSON document read with ``json_to_recordset``: measured with
 pg8000 against parallel arrays + ``unnest`` it was faster at every batch size (1000
 jobs: 31 ms against 48 ms), and one document keeps rows aligned by construction.
 
-Timestamps come from ``{schema}.job_now()`` rather than ``now()``, as in pg-boss since
-schema 42, so a test clock installed by pg-boss applies to our writes too. Jobs are
-addressed through the partitioned parent ``{schema}.job`` with a ``name`` predicate;
-Postgres routes and prunes to the queue's own table.
+Timestamps come from ``job_now()`` where the schema has it (42+, so a test clock
+installed by pg-boss applies to our writes too), else from ``now()``. Jobs are
+addressed through the partitioned parent ``job`` with a ``name`` predicate; Postgres
+routes and prunes to the queue's own table.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 from shared.config import SCHEMA_NAME
+from shared.pgboss.capabilities import Capabilities
 
 
-def render(statement: str, schema: str) -> str:
-    """The statement with the schema identifier filled in (quoted, after validation)."""
+class _Names(NamedTuple):
+    """What builders splice into statement text: never a value, only these names."""
+
+    s: str  # the quoted schema
+    now: str  # pg-boss's clock in this schema
+
+
+def quoted_schema(schema: str) -> str:
+    """The schema identifier, quoted, after checking it is a plain lower-case name."""
     if not SCHEMA_NAME.match(schema):
         raise ValueError(f"invalid pg-boss schema name {schema!r}")
-    return statement.replace("{schema}", f'"{schema}"')
+    return f'"{schema}"'
 
 
-# pg-boss 12 (all versions): is pg-boss installed in this schema? to_regclass answers
-# NULL instead of raising when the version table is missing.
-SCHEMA_INSTALLED = """
+def _names(caps: Capabilities | None, schema: str) -> _Names:
+    s = quoted_schema(schema)
+    return _Names(s=s, now=f"{s}.job_now()" if caps is not None and caps.has_job_now else "now()")
+
+
+def _csv(items: list[str]) -> str:
+    return ",\n    ".join(items)
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+@cache
+def schema_installed() -> str:
+    """Is pg-boss installed in this schema? to_regclass answers NULL instead of raising
+    when the version table is missing (every pg-boss version has one)."""
+    return """
 SELECT to_regclass(:version_table) IS NOT NULL AS installed
 """
 
-# pg-boss 12 (all versions): the one-row version table its migrations keep current.
-SCHEMA_VERSION = """
-SELECT version FROM {schema}.version
+
+@cache
+def capabilities(schema: str) -> str:
+    """The version row and the columns and functions that tell features apart."""
+    n = _names(None, schema)
+    literal = n.s.replace("'", "''")
+
+    def columns(table: str) -> str:
+        return f"""(SELECT array_agg(CAST(attname AS text)) FROM pg_attribute
+   WHERE attrelid = to_regclass('{literal}.{table}') AND attnum > 0 AND NOT attisdropped)"""
+
+    return f"""
+SELECT v.version,
+  {columns("job")} AS job_columns,
+  {columns("queue")} AS queue_columns,
+  {columns("version")} AS version_columns,
+  to_regprocedure('{literal}.job_now()') IS NOT NULL AS has_job_now
+FROM {n.s}.version v
 """
 
-# pg-boss 12.38 `locked()`: its transactions set these two timeouts, then take a
-# transaction-scoped advisory lock keyed by sha224 of
-# current_database() || '.pgboss.' || <schema><suffix>, first 64 bits as bigint.
-# The settings come from a materialized CTE so they are in force before the lock wait.
-ADVISORY_LOCK = """
+
+@cache
+def advisory_lock() -> str:
+    """pg-boss's ``locked()`` (11.0 to 12.38): its transactions set these two timeouts,
+    then take a transaction-scoped advisory lock keyed by sha224 of
+    current_database() || '.pgboss.' || <schema><suffix>, first 64 bits as bigint.
+    The settings come from a materialized CTE so they are in force before the lock wait."""
+    return """
 WITH settings AS MATERIALIZED (
   SELECT set_config('lock_timeout', '30000', true) AS lock_timeout,
          set_config('idle_in_transaction_session_timeout', '30000', true) AS idle_timeout
@@ -54,85 +101,141 @@ SELECT pg_advisory_xact_lock(
 FROM settings
 """
 
-_QUEUE_COLUMNS = """
+
+# -- queues ---------------------------------------------------------------------------
+
+
+def _queue_columns(caps: Capabilities) -> str:
+    """A queue's configuration; heartbeat_seconds (30+) and notify (32+) default when absent."""
+    heartbeat = "q.heartbeat_seconds" if caps.heartbeats else "CAST(NULL AS int) AS heartbeat_seconds"
+    notify = "q.notify" if caps.notify else "false AS notify"
+    return f"""
   q.name, q.policy, q.retry_limit, q.retry_delay, q.retry_backoff, q.retry_delay_max,
   q.expire_seconds, q.retention_seconds, q.deletion_seconds, q.dead_letter,
-  q.heartbeat_seconds, q.notify, q.partition, q.table_name"""
+  {heartbeat}, {notify}, q.partition, q.table_name"""
 
-# pg-boss 12.38 getQueue(): one queue's configuration row.
-GET_QUEUE = f"""
-SELECT {_QUEUE_COLUMNS}
-FROM {{schema}}.queue q
+
+@cache
+def get_queue(caps: Capabilities, schema: str) -> str:
+    """pg-boss getQueue(): one queue's configuration row."""
+    n = _names(caps, schema)
+    return f"""
+SELECT {_queue_columns(caps)}
+FROM {n.s}.queue q
 WHERE q.name = :name
 """
 
-# pg-boss 12.38 getQueues(), with the counts computed from the jobs now rather than read
-# from the stats columns its monitor refreshes every minute. "queued" is created + retry
-# (including deferred and blocked ones), "deferred" those not yet due and not blocked.
-GET_QUEUES = f"""
-SELECT {_QUEUE_COLUMNS},
+
+@cache
+def get_queues(caps: Capabilities, schema: str) -> str:
+    """pg-boss getQueues(), with the counts computed from the jobs now rather than read
+    from the stats columns its monitor refreshes. "queued" is created + retry (including
+    deferred and blocked ones), "deferred" those not yet due and (31+) not blocked."""
+    n = _names(caps, schema)
+    unblocked = "AND NOT j.blocked " if caps.flows else ""
+    return f"""
+SELECT {_queue_columns(caps)},
   counts.queued AS queued_count, counts.active AS active_count,
   counts.deferred AS deferred_count, counts.total AS total_count
-FROM {{schema}}.queue q
+FROM {n.s}.queue q
 CROSS JOIN LATERAL (
   SELECT count(*) FILTER (WHERE j.state < 'active') AS queued,
          count(*) FILTER (WHERE j.state = 'active') AS active,
-         count(*) FILTER (WHERE j.state < 'active' AND NOT j.blocked
-                           AND j.start_after > {{schema}}.job_now()) AS deferred,
+         count(*) FILTER (WHERE j.state < 'active' {unblocked}AND j.start_after > {n.now}) AS deferred,
          count(*) AS total
-  FROM {{schema}}.job j
+  FROM {n.s}.job j
   WHERE j.name = q.name
 ) counts
 ORDER BY q.name
 """
 
-# pg-boss 12.38 createQueue(): its own SQL function, run after ADVISORY_LOCK with the
-# 'create-queue' suffix. The function inserts with ON CONFLICT DO NOTHING, so an existing
-# queue is left as it is.
-CREATE_QUEUE = """
-SELECT {schema}.create_queue(CAST(:name AS text), CAST(:options AS jsonb))
+
+@cache
+def create_queue(schema: str) -> str:
+    """pg-boss createQueue(): its own SQL function (``create_queue(name, options jsonb)``
+    from 11.0 on), run after the advisory lock with the 'create-queue' suffix. The
+    function inserts with ON CONFLICT DO NOTHING, so an existing queue is left as it is."""
+    n = _names(None, schema)
+    return f"""
+SELECT {n.s}.create_queue(CAST(:name AS text), CAST(:options AS jsonb))
 """
 
-# Which of these queue names exist; used to name the missing queue after a foreign-key
-# failure (pg-boss 12.38 reports "Queue <name> does not exist" the same way).
-EXISTING_QUEUES = """
-SELECT name FROM {schema}.queue WHERE name = ANY(CAST(:names AS text[]))
+
+@cache
+def existing_queues(schema: str) -> str:
+    """Which of these queue names exist; names the missing queue after a foreign-key
+    failure (pg-boss reports "Queue <name> does not exist" the same way)."""
+    n = _names(None, schema)
+    return f"""
+SELECT name FROM {n.s}.queue WHERE name = ANY(CAST(:names AS text[]))
 """
 
 
-# pg-boss 12.38 insertJobs() as used by send(), sendThrottled(), sendDebounced() and
-# insert(), for any number of queues at once. Per row, every setting is the job's option,
-# else the queue's column, else the schema default (which only a vanished queue reaches,
-# so q_fkey reports it); `policy` always comes from the queue. keep_until counts from
-# start_after. ON CONFLICT DO NOTHING turns a policy, throttle or id conflict into no row.
-#
-# Debounce (sendDebounced, singletonNextSlot): a row that found its slot taken is tried
-# once more in the next slot, due about a second after that slot opens:
-# start_after = now + (S - whole seconds elapsed in the slot) + (1 when S > 1).
-#
-# A NOTIFY on the queue's channel (:channel, pg-boss 12.38 notifyChannelSql) goes out once
-# per notify-enabled queue that received a job due now, in the same transaction.
-# PostgreSQL runs a data-modifying CTE whatever reads it, but a plain SELECT CTE (woken)
-# only when something reads it: the final WHERE (SELECT count(*) FROM woken) >= 0 is
-# always true and is there only to make the NOTIFYs happen.
-#
-# Ids not given are made here with gen_random_uuid(), as pg-boss does. The answer is one
-# text value: every job's id in input order, empty where the job was suppressed; a
-# thousand ids cost one row instead of a thousand rows to decode.
-def _insert_jobs(*, debounce: bool) -> str:
-    """INSERT_JOBS, with the debounce retry only where a batch asks for it (it doubles
-    the rows the statement plans over)."""
-    next_slot_rows = (
-        "CROSS JOIN LATERAL (VALUES (false), (true)) AS a (next_try)\n"
-        "  LEFT JOIN {schema}.queue q ON q.name = i.name\n"
-        "  WHERE NOT a.next_try OR coalesce(i.next_slot, false)"
-        if debounce
-        else "CROSS JOIN (VALUES (false)) AS a (next_try)\n  LEFT JOIN {schema}.queue q ON q.name = i.name"
-    )
-    next_slot = (
-        """next_slot AS (
-  INSERT INTO {schema}.job (%(columns)s)
-  SELECT %(values)s
+# -- sending --------------------------------------------------------------------------
+
+
+@cache
+def insert_jobs(caps: Capabilities, schema: str, *, debounce: bool) -> str:
+    """pg-boss insertJobs() as used by send(), sendThrottled(), sendDebounced() and
+    insert(), for any number of queues at once.
+
+    Per row, every setting is the job's option, else the queue's column, else the
+    schema default (which only a vanished queue reaches, so q_fkey reports it);
+    ``policy`` always comes from the queue. keep_until counts from start_after. ON
+    CONFLICT DO NOTHING turns a policy, throttle or id conflict into no row. Columns the
+    schema lacks (groups 27+, heartbeats 30+, flows 31+) are not written; the caller has
+    refused options that need them.
+
+    Debounce (sendDebounced, singletonNextSlot), only where a batch asks for it (it
+    doubles the rows the statement plans over): a row that found its slot taken is tried
+    once more in the next slot, due about a second after that slot opens:
+    start_after = now + (S - whole seconds elapsed in the slot) + (1 when S > 1).
+
+    A NOTIFY on the queue's channel (:channel, pg-boss notifyChannelSql, 32+) goes out
+    once per notify-enabled queue that received a job due now, in the same transaction.
+
+    Ids not given are made here with gen_random_uuid(), as pg-boss does. The answer is
+    one text value: every job's id in input order, empty where the job was suppressed;
+    a thousand ids cost one row instead of a thousand rows to decode.
+    """
+    n = _names(caps, schema)
+    pairs = [
+        ("id", "id"),
+        ("name", "name"),
+        ("data", "data"),
+        ("priority", "priority"),
+        ("start_after", "start_after"),
+        ("created_on", "created_on"),
+        ("singleton_key", "singleton_key"),
+        ("singleton_on", "singleton_on"),
+    ]
+    if caps.groups:
+        pairs += [("group_id", "group_id"), ("group_tier", "group_tier")]
+    pairs += [
+        ("expire_seconds", "expire_seconds"),
+        ("deletion_seconds", "deletion_seconds"),
+        ("keep_until", "keep_until"),
+        ("retry_limit", "retry_limit"),
+        ("retry_delay", "retry_delay"),
+        ("retry_backoff", "retry_backoff"),
+        ("retry_delay_max", "retry_delay_max"),
+        ("policy", "policy"),
+        ("dead_letter", "dead_letter"),
+    ]
+    if caps.heartbeats:
+        pairs.append(("heartbeat_seconds", "heartbeat_seconds"))
+    if caps.flows:
+        pairs += [("blocked", "false"), ("blocking", "false"), ("pending_dependencies", "0")]
+    columns = _csv([column for column, _ in pairs])
+    values = _csv([value for _, value in pairs])
+    queue_heartbeat = "q.heartbeat_seconds" if caps.heartbeats else "CAST(NULL AS int)"
+    if debounce:
+        rows = f"""CROSS JOIN LATERAL (VALUES (false), (true)) AS a (next_try)
+  LEFT JOIN {n.s}.queue q ON q.name = i.name
+  WHERE NOT a.next_try OR coalesce(i.next_slot, false)"""
+        inserted = f"""next_slot AS (
+  INSERT INTO {n.s}.job ({columns})
+  SELECT {values}
   FROM prepared r
   WHERE r.next_try AND (r.name, r.id) NOT IN (SELECT name, id FROM first_try)
   ON CONFLICT DO NOTHING
@@ -143,19 +246,26 @@ inserted AS (
   UNION ALL
   SELECT * FROM next_slot
 ),"""
-        if debounce
-        else """inserted AS (
+    else:
+        rows = f"""CROSS JOIN (VALUES (false)) AS a (next_try)
+  LEFT JOIN {n.s}.queue q ON q.name = i.name"""
+        inserted = """inserted AS (
   SELECT * FROM first_try
 ),"""
-    )
-    columns = """id, name, data, priority, start_after, created_on, singleton_key,
-    singleton_on, group_id, group_tier, expire_seconds, deletion_seconds, keep_until,
-    retry_limit, retry_delay, retry_backoff, retry_delay_max, policy, dead_letter,
-    heartbeat_seconds, blocked, blocking, pending_dependencies"""
-    values = """id, name, data, priority, start_after, created_on, singleton_key, singleton_on,
-    group_id, group_tier, expire_seconds, deletion_seconds, keep_until, retry_limit,
-    retry_delay, retry_backoff, retry_delay_max, policy, dead_letter, heartbeat_seconds,
-    false, false, 0"""
+    if caps.notify:
+        woken = f"""woken AS (
+  SELECT pg_notify(CAST(:channel AS text), q.name)
+  FROM {n.s}.queue q
+  WHERE q.notify
+    AND q.name IN (SELECT name FROM inserted WHERE start_after <= {n.now})
+)"""
+        # PostgreSQL runs a data-modifying CTE whatever reads it, but a plain SELECT CTE
+        # (woken) only when something reads it: this always-true filter is there only to
+        # make the NOTIFYs happen.
+        answer_filter = "WHERE (SELECT count(*) FROM woken) >= 0"
+    else:
+        woken = "woken AS (SELECT 1)"
+        answer_filter = ""
     return f"""
 WITH input AS MATERIALIZED (
   SELECT coalesce(x.id, gen_random_uuid()) AS id, x.name, x.data, x.priority, x.start_at,
@@ -174,14 +284,14 @@ WITH input AS MATERIALIZED (
     retry_limit, retry_delay, retry_backoff, retry_delay_max, dead_letter, heartbeat_seconds, ord)
 ),
 clock AS (
-  SELECT {{schema}}.job_now() AS now, date_part('epoch', {{schema}}.job_now()) AS epoch
+  SELECT {n.now} AS now, date_part('epoch', {n.now}) AS epoch
 ),
 attempts AS (
   SELECT i.*, q.policy AS queue_policy, q.expire_seconds AS queue_expire,
     q.deletion_seconds AS queue_deletion, q.retention_seconds AS queue_retention,
     q.retry_limit AS queue_retry_limit, q.retry_delay AS queue_retry_delay,
     q.retry_backoff AS queue_retry_backoff, q.retry_delay_max AS queue_retry_delay_max,
-    q.dead_letter AS queue_dead_letter, q.heartbeat_seconds AS queue_heartbeat,
+    q.dead_letter AS queue_dead_letter, {queue_heartbeat} AS queue_heartbeat,
     a.next_try, c.now,
     CASE
       WHEN a.next_try THEN c.now + make_interval(secs =>
@@ -196,7 +306,7 @@ attempts AS (
     END AS singleton_on
   FROM input i
   CROSS JOIN clock c
-  {next_slot_rows}
+  {rows}
 ),
 prepared AS (
   SELECT next_try, id, name, data, coalesce(priority, 0) AS priority, start_after,
@@ -215,34 +325,81 @@ prepared AS (
   FROM attempts
 ),
 first_try AS (
-  INSERT INTO {{schema}}.job ({columns})
+  INSERT INTO {n.s}.job ({columns})
   SELECT {values}
   FROM prepared
   WHERE NOT next_try
   ON CONFLICT DO NOTHING
   RETURNING name, id, start_after
 ),
-{next_slot % {"columns": columns, "values": values}}
-woken AS (
-  SELECT pg_notify(CAST(:channel AS text), q.name)
-  FROM {{schema}}.queue q
-  WHERE q.notify
-    AND q.name IN (SELECT name FROM inserted WHERE start_after <= {{schema}}.job_now())
-)
+{inserted}
+{woken}
 SELECT string_agg(
     CASE WHEN EXISTS (SELECT 1 FROM inserted n WHERE n.name = i.name AND n.id = i.id)
          THEN CAST(i.id AS text) ELSE '' END,
     ',' ORDER BY i.ord) AS ids
 FROM input i
-WHERE (SELECT count(*) FROM woken) >= 0
+{answer_filter}
 """
 
 
-INSERT_JOBS = _insert_jobs(debounce=False)
-INSERT_JOBS_DEBOUNCED = _insert_jobs(debounce=True)
+# -- fetching -------------------------------------------------------------------------
+
+# What a fetch returns per job without include_metadata: the fields of ``Job``. Ids come
+# back as text, which is what the caller keeps, and started_on as epoch seconds: the
+# driver decodes uuids and timestamps in Python, and that cost more than the rest of a row.
+_JOB_FIELDS = (
+    "CAST(j.id AS text) AS id",
+    "j.name",
+    "j.data",
+    "j.retry_count",
+    "j.retry_limit",
+    "j.expire_seconds",
+    "j.heartbeat_seconds",
+    "CAST(extract(epoch FROM j.started_on) AS float8) AS started_on",
+    "j.group_id",
+    "j.group_tier",
+    "j.priority",
+    "j.singleton_key",
+)
+
+# Columns later schemas added, with what a job of an older schema reads as instead.
+_ADDED_COLUMNS = {
+    "group_id": "CAST(NULL AS text)",
+    "group_tier": "CAST(NULL AS text)",
+    "heartbeat_on": "CAST(NULL AS timestamptz)",
+    "heartbeat_seconds": "CAST(NULL AS int)",
+    "blocked": "false",
+    "blocking": "false",
+    "pending_dependencies": "0",
+    "source_name": "CAST(NULL AS text)",
+    "source_id": "CAST(NULL AS uuid)",
+    "source_created_on": "CAST(NULL AS timestamptz)",
+    "source_retry_count": "CAST(NULL AS int)",
+    "source_output": "CAST(NULL AS jsonb)",
+    "source_root_id": "CAST(NULL AS uuid)",
+    "trace_context": "CAST(NULL AS jsonb)",
+    "upsert_by_key": "CAST(NULL AS bool)",
+}
 
 
-class _PolicyRules(NamedTuple):
+def _job_fields(caps: Capabilities) -> str:
+    """``Job``'s fields, an absent column read as its default."""
+    fields = []
+    for field in _JOB_FIELDS:
+        column = field.removeprefix("j.")
+        absent = column in _ADDED_COLUMNS and column not in caps.job_columns
+        fields.append(f"{_ADDED_COLUMNS[column]} AS {column}" if absent else field)
+    return ", ".join(fields)
+
+
+def _job_details(caps: Capabilities) -> str:
+    """Every column of the row, plus the later schemas' columns read as their defaults."""
+    absent = [f"{default} AS {column}" for column, default in _ADDED_COLUMNS.items() if column not in caps.job_columns]
+    return ", ".join(["j.*", *absent])
+
+
+class FetchRules(NamedTuple):
     """What a queue policy adds to the shared fetch: CTEs, a filter, one job per key."""
 
     ctes: str
@@ -250,33 +407,75 @@ class _PolicyRules(NamedTuple):
     one_per_key: bool
 
 
-def _fetch(rules: _PolicyRules, returning: str, grouped: bool = False) -> str:
-    """pg-boss 12.38 fetchNextJob(), with a policy's extra rules spliced in.
+def _policy_rules(caps: Capabilities, policy: str, n: _Names) -> FetchRules:
+    unblocked = "AND NOT h.blocked " if caps.flows else ""
+    if policy in ("singleton", "stately"):
+        # A key that already has an active job of that policy is skipped (a live probe,
+        # as 12.38 does), and a batch takes at most one job per singleton_key, so the
+        # claim never trips job_i2/i3.
+        return FetchRules(
+            ctes="",
+            filter=f"""AND NOT EXISTS (
+      SELECT 1 FROM {n.s}.job busy
+      WHERE busy.name = j.name AND busy.state = 'active' AND busy.policy = :policy
+        AND coalesce(busy.singleton_key, '') = coalesce(j.singleton_key, ''))""",
+            one_per_key=True,
+        )
+    if policy == "key_strict_fifo":
+        # Only each key's head may be claimed, the head being the due, unblocked queued
+        # job ordered retry before created, then oldest (then id); and a key is held back
+        # while any other job of it is active, in retry or failed (a failed job blocks
+        # its key until it is deleted or retried).
+        return FetchRules(
+            ctes=f"""heads AS MATERIALIZED (
+  SELECT DISTINCT ON (h.singleton_key) h.id
+  FROM {n.s}.job h
+  WHERE h.name = :name AND h.state < 'active' {unblocked}
+    AND h.policy = 'key_strict_fifo' AND h.start_after <= {n.now}
+  ORDER BY h.singleton_key, h.state DESC, h.created_on, h.id
+),""",
+            filter=f"""AND j.id IN (SELECT id FROM heads)
+    AND NOT EXISTS (
+      SELECT 1 FROM {n.s}.job held
+      WHERE held.name = j.name AND held.singleton_key = j.singleton_key
+        AND held.state IN ('active', 'retry', 'failed') AND held.policy = 'key_strict_fifo'
+        AND held.id <> j.id)""",
+            one_per_key=False,
+        )
+    # standard, short and exclusive queues: their policies only restrict inserts.
+    return FetchRules(ctes="", filter="", one_per_key=False)
 
-    Shared by every policy: eligible rows are queued (created/retry), not blocked by a
-    flow and due; they are taken in ``priority DESC, created_on`` order (12.38 has no id
-    tie-break), locked with SKIP LOCKED and claimed in the same statement. A claim bumps
-    ``retry_count`` only when the job ran before, so the returned value names the attempt.
 
-    ``grouped`` adds group concurrency (``:group_limit``, ``:group_tiers``): count the
-    active jobs of each group live, admit a candidate only below its tier's limit and,
-    within the batch, rank each group's candidates by id and keep
+@cache
+def fetch_jobs(caps: Capabilities, schema: str, *, policy: str, grouped: bool, detailed: bool) -> str:
+    """pg-boss fetchNextJob(), with a policy's extra rules spliced in.
+
+    Shared by every policy: eligible rows are queued (created/retry), (31+) not blocked
+    by a flow, and due; they are taken in ``priority DESC, created_on`` order, locked
+    with SKIP LOCKED and claimed in the same statement, which (30+) also starts the
+    heartbeat. A claim bumps ``retry_count`` only when the job ran before, so the
+    returned value names the attempt. Singleton and stately fetches bind ``:policy``.
+
+    ``grouped`` (27+) adds group concurrency (``:group_limit``, ``:group_tiers``): count
+    the active jobs of each group live, admit a candidate only below its tier's limit
+    and, within the batch, rank each group's candidates by id and keep
     ``active + rank <= limit``. Like pg-boss, the group machinery is only in the
     statement of a fetch that asks for a limit: left in with NULL limits it cost every
     plain fetch about a quarter of its speed at batch sizes up to 10 (planning time).
 
-    ``returning`` is what comes back per claimed job: only what ``Job`` holds on the hot
-    path (decoding every column of a 1000-job batch cost pg8000 about 40% more), or
-    every column for ``include_metadata``.
+    ``detailed`` returns every column (``include_metadata``); otherwise only what
+    ``Job`` holds (decoding every column of a 1000-job batch cost pg8000 about 40% more).
     """
+    n = _names(caps, schema)
+    rules = _policy_rules(caps, policy, n)
     key_rank = "row_number() OVER (PARTITION BY singleton_key)" if rules.one_per_key else "1"
     if grouped:
-        group_ctes = """
+        group_ctes = f"""
 active_groups AS MATERIALIZED (
-  SELECT coalesce(jsonb_object_agg(group_id, active), '{}'::jsonb) AS counts
+  SELECT coalesce(jsonb_object_agg(group_id, active), '{{}}'::jsonb) AS counts
   FROM (
     SELECT group_id, count(*)::int AS active
-    FROM {schema}.job
+    FROM {n.s}.job
     WHERE name = :name AND state = 'active' AND group_id IS NOT NULL
     GROUP BY group_id
   ) counted
@@ -309,341 +508,479 @@ active_groups AS MATERIALIZED (
     else:
         group_ctes = group_columns = group_filter = ""
         chosen = "chosen AS (SELECT id FROM candidates)"
+    candidate_group = ", j.group_id" if grouped else ""
+    unblocked = "\n    AND NOT j.blocked" if caps.flows else ""
+    heartbeat = f"\n    heartbeat_on = {n.now}," if caps.heartbeats else ""
+    returning = _job_details(caps) if detailed else _job_fields(caps)
     return f"""
 WITH {rules.ctes}{group_ctes}
 candidates AS (
-  SELECT j.id, j.singleton_key, j.group_id{group_columns}
-  FROM {{schema}}.job j
+  SELECT j.id, j.singleton_key{candidate_group}{group_columns}
+  FROM {n.s}.job j
   WHERE j.name = :name
-    AND j.state < 'active'
-    AND NOT j.blocked
-    AND j.start_after <= {{schema}}.job_now()
+    AND j.state < 'active'{unblocked}
+    AND j.start_after <= {n.now}
     {rules.filter}{group_filter}
   ORDER BY j.priority DESC, j.created_on
   LIMIT :limit
   FOR UPDATE OF j SKIP LOCKED
 ),
 {chosen}
-UPDATE {{schema}}.job j
+UPDATE {n.s}.job j
 SET state = 'active',
-    started_on = {{schema}}.job_now(),
-    heartbeat_on = {{schema}}.job_now(),
+    started_on = {n.now},{heartbeat}
     retry_count = CASE WHEN j.started_on IS NOT NULL THEN j.retry_count + 1 ELSE j.retry_count END
 WHERE j.name = :name AND j.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING {returning}
 """
 
 
-# What a fetch returns per job without include_metadata: the fields of ``Job``. Ids come
-# back as text, which is what the caller keeps, and started_on as epoch seconds: the
-# driver decodes uuids and timestamps in Python, and that cost more than the rest of a row.
-_JOB_COLUMNS = """CAST(j.id AS text) AS id, j.name, j.data, j.retry_count, j.retry_limit, j.expire_seconds,
-  j.heartbeat_seconds, CAST(extract(epoch FROM j.started_on) AS float8) AS started_on, j.group_id, j.group_tier,
-  j.priority, j.singleton_key"""
+# -- settling -------------------------------------------------------------------------
 
-# standard, short and exclusive queues: their policies only restrict inserts.
-_PLAIN = _PolicyRules(ctes="", filter="", one_per_key=False)
 
-# singleton and stately queues (:policy): a key that already has an active job of that
-# policy is skipped (a live probe, as 12.38 does), and a batch takes at most one job per
-# singleton_key, so the claim never trips job_i2/i3.
-_SINGLETON = _PolicyRules(
-    ctes="",
-    filter="""AND NOT EXISTS (
-      SELECT 1 FROM {schema}.job busy
-      WHERE busy.name = j.name AND busy.state = 'active' AND busy.policy = :policy
-        AND coalesce(busy.singleton_key, '') = coalesce(j.singleton_key, ''))""",
-    one_per_key=True,
-)
+@cache
+def complete_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss complete() with job objects (the attempt fence): only an active job whose
+    retry_count is still the fetched one is completed, so a late settle after expiry or
+    a re-claim changes nothing. Each job carries its own output (NULL when none).
 
-# key_strict_fifo queues: only each key's head may be claimed, the head being the due,
-# unblocked queued job ordered retry before created, then oldest (then id); and a key is
-# held back while any other job of it is active, in retry or failed (a failed job blocks
-# its key until it is deleted or retried).
-_KEY_STRICT_FIFO = _PolicyRules(
-    ctes="""heads AS MATERIALIZED (
-  SELECT DISTINCT ON (h.singleton_key) h.id
-  FROM {schema}.job h
-  WHERE h.name = :name AND h.state < 'active' AND NOT h.blocked
-    AND h.policy = 'key_strict_fifo' AND h.start_after <= {schema}.job_now()
-  ORDER BY h.singleton_key, h.state DESC, h.created_on, h.id
-),""",
-    filter="""AND j.id IN (SELECT id FROM heads)
-    AND NOT EXISTS (
-      SELECT 1 FROM {schema}.job held
-      WHERE held.name = j.name AND held.singleton_key = j.singleton_key
-        AND held.state IN ('active', 'retry', 'failed') AND held.policy = 'key_strict_fifo'
-        AND held.id <> j.id)""",
-    one_per_key=False,
-)
-
-# pg-boss 12.38 fetchNextJob(), per policy; the *_DETAILED ones return every column and
-# the *_GROUPED ones apply group concurrency.
-FETCH_JOBS = _fetch(_PLAIN, returning=_JOB_COLUMNS)
-FETCH_JOBS_DETAILED = _fetch(_PLAIN, returning="j.*")
-FETCH_JOBS_GROUPED = _fetch(_PLAIN, returning=_JOB_COLUMNS, grouped=True)
-FETCH_JOBS_GROUPED_DETAILED = _fetch(_PLAIN, returning="j.*", grouped=True)
-FETCH_JOBS_SINGLETON = _fetch(_SINGLETON, returning=_JOB_COLUMNS)
-FETCH_JOBS_SINGLETON_DETAILED = _fetch(_SINGLETON, returning="j.*")
-FETCH_JOBS_SINGLETON_GROUPED = _fetch(_SINGLETON, returning=_JOB_COLUMNS, grouped=True)
-FETCH_JOBS_SINGLETON_GROUPED_DETAILED = _fetch(_SINGLETON, returning="j.*", grouped=True)
-FETCH_JOBS_KEY_STRICT_FIFO = _fetch(_KEY_STRICT_FIFO, returning=_JOB_COLUMNS)
-FETCH_JOBS_KEY_STRICT_FIFO_DETAILED = _fetch(_KEY_STRICT_FIFO, returning="j.*")
-FETCH_JOBS_KEY_STRICT_FIFO_GROUPED = _fetch(_KEY_STRICT_FIFO, returning=_JOB_COLUMNS, grouped=True)
-FETCH_JOBS_KEY_STRICT_FIFO_GROUPED_DETAILED = _fetch(_KEY_STRICT_FIFO, returning="j.*", grouped=True)
-
-# pg-boss 12.38 complete() with job objects (the attempt fence): only an active job whose
-# retry_count is still the fetched one is completed, so a late settle after expiry or a
-# re-claim changes nothing. Each job carries its own output (NULL when none).
-COMPLETE_JOBS = """
+    Schemas 31-32 release the completed parents' children in the same statement (one
+    fewer pending dependency each, unblocked at zero), as those releases do; from 33 a
+    background resolver does it and complete is a plain update again.
+    """
+    n = _names(caps, schema)
+    head = """
 WITH input AS (
   SELECT * FROM json_to_recordset(CAST(:jobs AS json)) AS x (id uuid, retry_count int, output jsonb)
-)
-UPDATE {schema}.job j
-SET completed_on = {schema}.job_now(), state = 'completed', output = i.output
+)"""
+    update = f"""UPDATE {n.s}.job j
+SET completed_on = {n.now}, state = 'completed', output = i.output
 FROM input i
-WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count
+WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count"""
+    if not caps.complete_releases_children:
+        return f"""{head}
+{update}
 RETURNING CAST(j.id AS text) AS id
+"""
+    return f"""{head},
+completed AS (
+  {update}
+  RETURNING j.name, j.id, j.blocking
+),
+decremented AS (
+  SELECT d.child_name, d.child_id, count(*)::int AS n
+  FROM {n.s}.job_dependency d
+  JOIN completed c ON c.blocking AND d.parent_name = c.name AND d.parent_id = c.id
+  GROUP BY d.child_name, d.child_id
+),
+locked_children AS (
+  SELECT j.name, j.id, d.n
+  FROM {n.s}.job j
+  JOIN decremented d ON d.child_name = j.name AND d.child_id = j.id
+  WHERE j.blocked
+  ORDER BY j.name, j.id
+  FOR UPDATE OF j
+),
+unblocked AS (
+  UPDATE {n.s}.job j
+  SET pending_dependencies = greatest(j.pending_dependencies - lc.n, 0),
+      blocked = greatest(j.pending_dependencies - lc.n, 0) > 0
+  FROM locked_children lc
+  WHERE j.name = lc.name AND j.id = lc.id
+  RETURNING 1
+)
+SELECT CAST(id AS text) AS id FROM completed WHERE (SELECT count(*) FROM unblocked) >= 0
 """
 
 
-def _fail(picked: str, removed: str, result: str) -> str:
-    """pg-boss 12.38's failure path (failJobsBody) after the rows to fail are chosen.
+def _retry_delay(caps: Capabilities) -> str:
+    """Seconds until a backed-off retry, as the schema's releases compute it.
+
+    25-26: ``retry_delay + 2^(k-1) * (1 + random())``; 27-36: ``retry_delay * 2^(k-1) *
+    (1 + random())``; 37+: ``max(retry_delay, 1) * 2^(k-1) * (1 + random())``, with
+    k = min(16, retry_count + 1); always capped by retry_delay_max when set.
+    """
+    growth = "2 ^ (least(16, retry_count + 1) - 1) * (1 + random())"
+    if caps.schema_version <= 26:
+        return f"retry_delay + {growth}"
+    if caps.schema_version <= 36:
+        return f"retry_delay * {growth}"
+    return f"greatest(retry_delay, 1) * {growth}"
+
+
+def _reinsert(caps: Capabilities, *, state: str, start_after: str, completed_on: str) -> tuple[str, str]:
+    """The columns and values of a failed job inserted again under its id.
+
+    Every column is copied except the attempt's outcome; the heartbeat (30+) restarts.
+    The source_* provenance (34+) is carried through a retry only from 43, and
+    trace_context from 44, as those releases do.
+    """
+    pairs = [
+        ("id", "id"),
+        ("name", "name"),
+        ("priority", "priority"),
+        ("data", "data"),
+        ("state", state),
+        ("retry_limit", "retry_limit"),
+        ("retry_count", "retry_count"),
+        ("retry_delay", "retry_delay"),
+        ("retry_backoff", "retry_backoff"),
+        ("retry_delay_max", "retry_delay_max"),
+        ("start_after", start_after),
+        ("started_on", "started_on"),
+        ("singleton_key", "singleton_key"),
+        ("singleton_on", "singleton_on"),
+    ]
+    if caps.groups:
+        pairs += [("group_id", "group_id"), ("group_tier", "group_tier")]
+    pairs += [
+        ("expire_seconds", "expire_seconds"),
+        ("deletion_seconds", "deletion_seconds"),
+        ("created_on", "created_on"),
+        ("completed_on", completed_on),
+        ("keep_until", "keep_until"),
+        ("policy", "policy"),
+        ("output", "failure_output"),
+        ("dead_letter", "dead_letter"),
+    ]
+    if caps.heartbeats:
+        pairs += [("heartbeat_on", "NULL"), ("heartbeat_seconds", "heartbeat_seconds")]
+    if caps.flows:
+        pairs += [("blocked", "blocked"), ("blocking", "blocking"), ("pending_dependencies", "pending_dependencies")]
+    if caps.provenance_survives_retry:
+        pairs += [
+            (column, column)
+            for column in (
+                "source_name",
+                "source_id",
+                "source_created_on",
+                "source_retry_count",
+                "source_output",
+                "source_root_id",
+            )
+        ]
+    if caps.trace_context:
+        pairs.append(("trace_context", "trace_context"))
+    return _csv([column for column, _ in pairs]), _csv([value for _, value in pairs])
+
+
+def _dead_letter_copy(caps: Capabilities, n: _Names) -> tuple[str, str]:
+    """The columns and values of the new job a failed job leaves in its dead letter queue.
+
+    Settings come from the dead letter queue's row. What is copied grew by release:
+    the failed job's output as the copy's output (25-42, from 43 as source_output),
+    source_* provenance (34+), expire_seconds, singleton_key and the queue's heartbeat
+    (37+), priority and group (38+), the root of a chain (43+), trace_context (44+).
+    """
+    version = caps.schema_version
+    pairs = [
+        ("name", "s.dead_letter"),
+        ("data", "s.data"),
+        ("retry_limit", "dlq.retry_limit"),
+        ("retry_backoff", "dlq.retry_backoff"),
+        ("retry_delay", "dlq.retry_delay"),
+        ("start_after", n.now),
+        ("created_on", n.now),
+        ("keep_until", f"{n.now} + make_interval(secs => dlq.retention_seconds)"),
+        ("deletion_seconds", "dlq.deletion_seconds"),
+    ]
+    if not caps.provenance_survives_retry:
+        pairs.append(("output", "s.output"))
+    if caps.dead_letter_provenance:
+        pairs += [
+            ("source_name", "s.name"),
+            ("source_id", "s.id"),
+            ("source_created_on", "s.created_on"),
+            ("source_retry_count", "s.retry_count"),
+        ]
+    if version >= 37:
+        pairs += [
+            ("expire_seconds", "dlq.expire_seconds"),
+            ("singleton_key", "s.singleton_key"),
+            ("heartbeat_seconds", "dlq.heartbeat_seconds"),
+        ]
+    if version >= 38:
+        pairs += [("priority", "s.priority"), ("group_id", "s.group_id"), ("group_tier", "s.group_tier")]
+    if caps.provenance_survives_retry:
+        pairs += [("source_output", "s.output"), ("source_root_id", "coalesce(s.source_root_id, s.id)")]
+    if caps.trace_context:
+        pairs.append(("trace_context", "s.trace_context"))
+    return _csv([column for column, _ in pairs]), _csv([value for _, value in pairs])
+
+
+def _fail(caps: Capabilities, n: _Names, picked: str, removed: str, result: str) -> str:
+    """pg-boss's failure path (failJobs / failJobsBody) after the rows to fail are chosen.
 
     ``removed`` is a DELETE … RETURNING every column plus ``failure_output``. Each row is
     inserted again under its id: as ``retry`` with a new start_after while retries
     remain, else as ``failed`` (completed_on = now). A retry that conflicts with a
     policy index (stately: the key already has a job in retry) is inserted as ``failed``
-    instead. Each ``failed`` row with a dead letter queue gets a new job there built from
-    the dead letter queue's settings, with the source_* provenance of the failed job.
+    instead. Each ``failed`` row with a dead letter queue gets a new job there.
 
-    Retry delay in seconds: fixed ``retry_delay``; with backoff
-    ``max(retry_delay, 1) * 2^(min(16, retry_count + 1) - 1) * (1 + random())``, capped
-    by ``retry_delay_max`` when set. When ``retry_count = retry_limit`` start_after is
-    kept (the job is failing for good).
+    Retry delay: fixed ``retry_delay`` seconds; with backoff see ``_retry_delay``. When
+    ``retry_count = retry_limit`` start_after is kept (the job is failing for good).
     """
-    columns = """id, name, priority, data, state, retry_limit, retry_count, retry_delay,
-    retry_backoff, retry_delay_max, start_after, started_on, singleton_key, singleton_on,
-    group_id, group_tier, expire_seconds, deletion_seconds, created_on, completed_on,
-    keep_until, policy, output, dead_letter, heartbeat_on, heartbeat_seconds, blocked,
-    blocking, pending_dependencies, source_name, source_id, source_created_on,
-    source_retry_count, source_output, source_root_id, trace_context"""
-    kept = """started_on, singleton_key, singleton_on, group_id, group_tier, expire_seconds,
-    deletion_seconds, created_on"""
-    tail = """keep_until, policy, failure_output, dead_letter, NULL, heartbeat_seconds,
-    blocked, blocking, pending_dependencies, source_name, source_id, source_created_on,
-    source_retry_count, source_output, source_root_id, trace_context"""
-    settled = """id, name, state, priority, data, retry_count, created_on, output, dead_letter,
-    singleton_key, group_id, group_tier, source_root_id, trace_context"""
+    state = f"CAST(CASE WHEN retry_count < retry_limit THEN 'retry' ELSE 'failed' END AS {n.s}.job_state)"
+    start_after = f"""CASE
+      WHEN retry_count = retry_limit THEN start_after
+      WHEN NOT retry_backoff THEN {n.now} + make_interval(secs => retry_delay)
+      ELSE {n.now} + make_interval(secs => least(retry_delay_max, {_retry_delay(caps)}))
+    END"""
+    completed_on = f"CASE WHEN retry_count < retry_limit THEN NULL ELSE {n.now} END"
+    columns, again_values = _reinsert(caps, state=state, start_after=start_after, completed_on=completed_on)
+    _, failed_values = _reinsert(
+        caps, state=f"CAST('failed' AS {n.s}.job_state)", start_after="start_after", completed_on=n.now
+    )
+    settled = [
+        "id",
+        "name",
+        "state",
+        "priority",
+        "data",
+        "retry_count",
+        "created_on",
+        "output",
+        "dead_letter",
+        "singleton_key",
+    ]
+    settled += [
+        column for column in ("group_id", "group_tier", "source_root_id", "trace_context") if column in caps.job_columns
+    ]
+    dead_letter_columns, dead_letter_values = _dead_letter_copy(caps, n)
     return f"""
 WITH {picked}
 removed AS (
   {removed}
 ),
 again AS (
-  INSERT INTO {{schema}}.job ({columns})
-  SELECT id, name, priority, data,
-    CAST(CASE WHEN retry_count < retry_limit THEN 'retry' ELSE 'failed' END
-      AS {{schema}}.job_state),
-    retry_limit, retry_count, retry_delay, retry_backoff, retry_delay_max,
-    CASE
-      WHEN retry_count = retry_limit THEN start_after
-      WHEN NOT retry_backoff THEN {{schema}}.job_now() + make_interval(secs => retry_delay)
-      ELSE {{schema}}.job_now() + make_interval(secs => least(retry_delay_max,
-        greatest(retry_delay, 1) * 2 ^ (least(16, retry_count + 1) - 1) * (1 + random())))
-    END,
-    {kept},
-    CASE WHEN retry_count < retry_limit THEN NULL ELSE {{schema}}.job_now() END,
-    {tail}
+  INSERT INTO {n.s}.job ({columns})
+  SELECT {again_values}
   FROM removed
   ON CONFLICT DO NOTHING
-  RETURNING {settled}
+  RETURNING {", ".join(settled)}
 ),
 conflicted AS (
-  INSERT INTO {{schema}}.job ({columns})
-  SELECT id, name, priority, data, CAST('failed' AS {{schema}}.job_state),
-    retry_limit, retry_count, retry_delay, retry_backoff, retry_delay_max, start_after,
-    {kept},
-    {{schema}}.job_now(),
-    {tail}
+  INSERT INTO {n.s}.job ({columns})
+  SELECT {failed_values}
   FROM removed
   WHERE id NOT IN (SELECT id FROM again)
-  RETURNING {settled}
+  RETURNING {", ".join(settled)}
 ),
 settled AS (
   SELECT * FROM again
   UNION ALL
   SELECT * FROM conflicted
 ),
-dead_lettered AS (
-  INSERT INTO {{schema}}.job (name, priority, data, retry_limit, retry_backoff, retry_delay,
-    start_after, created_on, keep_until, deletion_seconds, expire_seconds, singleton_key,
-    group_id, group_tier, heartbeat_seconds, source_name, source_id, source_created_on,
-    source_retry_count, source_output, source_root_id, trace_context)
-  SELECT s.dead_letter, s.priority, s.data, dlq.retry_limit, dlq.retry_backoff,
-    dlq.retry_delay, {{schema}}.job_now(), {{schema}}.job_now(),
-    {{schema}}.job_now() + make_interval(secs => dlq.retention_seconds),
-    dlq.deletion_seconds, dlq.expire_seconds, s.singleton_key, s.group_id, s.group_tier,
-    dlq.heartbeat_seconds, s.name, s.id, s.created_on, s.retry_count, s.output,
-    coalesce(s.source_root_id, s.id), s.trace_context
+dead_letters AS MATERIALIZED (
+  SELECT s.id AS failed_id, gen_random_uuid() AS copy_id
   FROM settled s
-  JOIN {{schema}}.queue dlq ON dlq.name = s.dead_letter
+  JOIN {n.s}.queue dlq ON dlq.name = s.dead_letter
   WHERE s.state = 'failed'
-  RETURNING id, source_id
+),
+dead_lettered AS (
+  INSERT INTO {n.s}.job (id, {dead_letter_columns})
+  SELECT d.copy_id, {dead_letter_values}
+  FROM dead_letters d
+  JOIN settled s ON s.id = d.failed_id
+  JOIN {n.s}.queue dlq ON dlq.name = s.dead_letter
+  RETURNING id
 )
 {result}
 """
 
 
-_SETTLED = """
-SELECT s.id, CAST(s.state AS text) AS state, d.id AS dead_letter_id
-FROM settled s
-LEFT JOIN dead_lettered d ON d.source_id = s.id
-"""
-
-# pg-boss 12.38 fail() with job objects and per-job outputs (failJobsByIdWithOutputs):
-# fenced like COMPLETE_JOBS on the fetched attempt and state = 'active'.
-FAIL_JOBS = _fail(
-    """input AS (
+@cache
+def fail_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss fail() with job objects and per-job outputs (failJobsByIdWithOutputs):
+    fenced like complete on the fetched attempt and state = 'active'."""
+    n = _names(caps, schema)
+    return _fail(
+        caps,
+        n,
+        """input AS (
   SELECT * FROM json_to_recordset(CAST(:jobs AS json)) AS x (id uuid, retry_count int, output jsonb)
 ),""",
-    """DELETE FROM {schema}.job j
+        f"""DELETE FROM {n.s}.job j
   USING input i
   WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count
   RETURNING j.*, i.output AS failure_output""",
-    _SETTLED,
-)
-
-
-def _expire(predicate: str, message: str) -> str:
-    """pg-boss 12.38's monitor expiry (expireJobs): one batch of at most :limit jobs.
-
-    The predicate is checked again by the DELETE, so a job settled after it was picked
-    is left alone. ``picked`` tells the caller whether a full batch was taken.
-    """
-    return _fail(
-        f"""picked AS (
-  SELECT id FROM {{schema}}.job j WHERE j.name = :name AND {predicate} LIMIT :limit
-),""",
-        f"""DELETE FROM {{schema}}.job j
-  WHERE j.name = :name AND {predicate} AND j.id IN (SELECT id FROM picked)
-  RETURNING j.*, CAST('{{"value": {{"message": "{message}"}}}}' AS jsonb) AS failure_output""",
-        """SELECT p.picked, s.id, CAST(s.state AS text) AS state, d.id AS dead_letter_id
-FROM (SELECT count(*) AS picked FROM picked) p
-LEFT JOIN settled s ON true
-LEFT JOIN dead_lettered d ON d.source_id = s.id
+        """
+SELECT s.id, CAST(s.state AS text) AS state, d.copy_id AS dead_letter_id
+FROM settled s
+LEFT JOIN dead_letters d ON d.failed_id = s.id
 """,
     )
 
 
-# pg-boss 12.38 failJobsByTimeout(): active jobs past started_on + expire_seconds, run
-# under the '<table>failJobsByTimeout' advisory lock.
-FAIL_TIMED_OUT = _expire(
-    "j.state = 'active' AND j.started_on + j.expire_seconds * interval '1 second' < {schema}.job_now()",
-    "job timed out",
-)
+@cache
+def fail_expired(caps: Capabilities, schema: str, *, heartbeat: bool) -> str:
+    """pg-boss's monitor expiry, one batch of at most :limit jobs: failJobsByTimeout()
+    (active past started_on + expire_seconds, under the '<table>failJobsByTimeout'
+    lock) or, with ``heartbeat`` (30+), failJobsByHeartbeat() (active with a heartbeat
+    older than heartbeat_seconds, under '<table>failJobsByHeartbeat').
 
-# pg-boss 12.38 failJobsByHeartbeat(): active jobs with a heartbeat whose last beat is
-# older than heartbeat_seconds, under the '<table>failJobsByHeartbeat' advisory lock.
-FAIL_HEARTBEAT_LOST = _expire(
-    "j.state = 'active' AND j.heartbeat_seconds IS NOT NULL"
-    " AND j.heartbeat_on + j.heartbeat_seconds * interval '1 second' < {schema}.job_now()",
-    "job heartbeat timeout",
-)
+    The predicate is checked again by the DELETE, so a job settled after it was picked
+    is left alone. ``picked`` tells the caller whether a full batch was taken.
+    """
+    n = _names(caps, schema)
+    if heartbeat:
+        predicate = (
+            "j.state = 'active' AND j.heartbeat_seconds IS NOT NULL"
+            f" AND j.heartbeat_on + j.heartbeat_seconds * interval '1 second' < {n.now}"
+        )
+        message = "job heartbeat timeout"
+    else:
+        predicate = f"j.state = 'active' AND j.started_on + j.expire_seconds * interval '1 second' < {n.now}"
+        message = "job timed out"
+    return _fail(
+        caps,
+        n,
+        f"""picked AS (
+  SELECT id FROM {n.s}.job j WHERE j.name = :name AND {predicate} LIMIT :limit
+),""",
+        f"""DELETE FROM {n.s}.job j
+  WHERE j.name = :name AND {predicate} AND j.id IN (SELECT id FROM picked)
+  RETURNING j.*, CAST('{{"value": {{"message": "{message}"}}}}' AS jsonb) AS failure_output""",
+        """SELECT p.picked, s.id, CAST(s.state AS text) AS state, d.copy_id AS dead_letter_id
+FROM (SELECT count(*) AS picked FROM picked) p
+LEFT JOIN settled s ON true
+LEFT JOIN dead_letters d ON d.failed_id = s.id
+""",
+    )
 
-# pg-boss 12.38 touch() with job objects: refresh the heartbeat of still-held attempts.
-TOUCH_JOBS = """
+
+@cache
+def touch_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss touch() with job objects (30+): refresh the heartbeat of still-held
+    attempts. Before 30 there is no heartbeat to refresh; the statement only reports
+    which attempts are still held."""
+    n = _names(caps, schema)
+    head = """
 WITH input AS (
   SELECT * FROM json_to_recordset(CAST(:jobs AS json)) AS x (id uuid, retry_count int)
-)
-UPDATE {schema}.job j
-SET heartbeat_on = {schema}.job_now()
+)"""
+    held = "j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count"
+    if not caps.heartbeats:
+        return f"""{head}
+SELECT CAST(j.id AS text) AS id
+FROM {n.s}.job j
+JOIN input i ON {held}
+"""
+    return f"""{head}
+UPDATE {n.s}.job j
+SET heartbeat_on = {n.now}
 FROM input i
-WHERE j.name = :name AND j.id = i.id AND j.state = 'active' AND j.retry_count = i.retry_count
+WHERE {held}
 RETURNING CAST(j.id AS text) AS id
 """
 
-# pg-boss 12.38 cancel() by id: any job not yet finished, active ones included; a
-# cancelled job no longer holds its throttle slot.
-CANCEL_JOBS = """
-UPDATE {schema}.job
-SET completed_on = {schema}.job_now(), state = 'cancelled'
+
+# -- managing -------------------------------------------------------------------------
+
+
+@cache
+def cancel_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss cancel() by id: any job not yet finished, active ones included; a
+    cancelled job no longer holds its throttle slot."""
+    n = _names(caps, schema)
+    return f"""
+UPDATE {n.s}.job
+SET completed_on = {n.now}, state = 'cancelled'
 WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state < 'completed'
 RETURNING id
 """
 
-# pg-boss 12.38 resume(): cancelled jobs are queued again, due no earlier than now, and
-# lose upsert_by_key. Like pg-boss it then takes the resumed jobs that the queue's
-# retained_count had counted (finished by retained_on) off that count.
-RESUME_JOBS = """
+
+def _recount_retained(caps: Capabilities, n: _Names, *, total: bool) -> str:
+    """46: take the changed jobs that the queue's retained_count had counted (finished
+    by retained_on) off that count (and, for a delete, off total_count)."""
+    if not caps.retained_count:
+        return ""
+    total_count = ",\n      total_count = greatest(q.total_count - c.retained, 0)" if total else ""
+    return f""",
+recounted AS (
+  UPDATE {n.s}.queue q
+  SET retained_count = CASE WHEN q.retained_count IS NULL THEN NULL
+                            ELSE greatest(q.retained_count - c.retained, 0) END{total_count}
+  FROM counted c
+  WHERE q.name = :name AND c.retained > 0
+  RETURNING 1
+)"""
+
+
+def _retained(caps: Capabilities, n: _Names, states: str) -> str:
+    if not caps.retained_count:
+        return "0"
+    return f"""(count(*) FILTER (WHERE {states}completed_on <= (SELECT retained_on FROM {n.s}.queue
+                                              WHERE name = :name)))::int"""
+
+
+@cache
+def resume_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss resume(): cancelled jobs are queued again, due no earlier than now, and
+    (45+) lose upsert_by_key; 46 keeps the queue's retained_count in step."""
+    n = _names(caps, schema)
+    upsert = ", upsert_by_key = NULL" if caps.upsert_by_key else ""
+    return f"""
 WITH resumable AS (
   SELECT id, completed_on
-  FROM {schema}.job
+  FROM {n.s}.job
   WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state = 'cancelled'
 ),
 resumed AS (
-  UPDATE {schema}.job j
-  SET completed_on = NULL, state = 'created', upsert_by_key = NULL,
-      start_after = greatest(j.start_after, {schema}.job_now())
+  UPDATE {n.s}.job j
+  SET completed_on = NULL, state = 'created'{upsert},
+      start_after = greatest(j.start_after, {n.now})
   FROM resumable r
   WHERE j.name = :name AND j.id = r.id AND j.state = 'cancelled'
   RETURNING r.completed_on
 ),
 counted AS (
-  SELECT count(*)::int AS changed,
-    (count(*) FILTER (WHERE completed_on <= (SELECT retained_on FROM {schema}.queue
-                                              WHERE name = :name)))::int AS retained
+  SELECT count(*)::int AS changed, {_retained(caps, n, "")} AS retained
   FROM resumed
-),
-recounted AS (
-  UPDATE {schema}.queue q
-  SET retained_count = CASE WHEN q.retained_count IS NULL THEN NULL
-                            ELSE greatest(q.retained_count - c.retained, 0) END
-  FROM counted c
-  WHERE q.name = :name AND c.retained > 0
-  RETURNING 1
-)
+){_recount_retained(caps, n, total=False)}
 SELECT changed FROM counted
 """
 
-# pg-boss 12.38 retry(): failed jobs go back to retry with one more allowed attempt, due
-# no earlier than now.
-RETRY_JOBS = """
-UPDATE {schema}.job
+
+@cache
+def retry_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss retry(): failed jobs go back to retry with one more allowed attempt, due
+    no earlier than now."""
+    n = _names(caps, schema)
+    return f"""
+UPDATE {n.s}.job
 SET state = 'retry', retry_limit = retry_limit + 1, completed_on = NULL,
-    start_after = greatest(start_after, {schema}.job_now())
+    start_after = greatest(start_after, {n.now})
 WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state = 'failed'
 RETURNING id
 """
 
-# pg-boss 12.38 deleteJob() by id, in any state. Like pg-boss it takes the deleted jobs
-# that the queue's retained_count had counted off both retained_count and total_count.
-DELETE_JOBS = """
+
+@cache
+def delete_jobs(caps: Capabilities, schema: str) -> str:
+    """pg-boss deleteJob() by id, in any state; 46 keeps retained_count and total_count
+    in step."""
+    n = _names(caps, schema)
+    return f"""
 WITH deleted AS (
-  DELETE FROM {schema}.job
+  DELETE FROM {n.s}.job
   WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))
   RETURNING state, completed_on
 ),
 counted AS (
   SELECT count(*)::int AS changed,
-    (count(*) FILTER (WHERE state IN ('completed', 'cancelled')
-      AND completed_on <= (SELECT retained_on FROM {schema}.queue WHERE name = :name)))::int
-      AS retained
+    {_retained(caps, n, "state IN ('completed', 'cancelled') AND ")} AS retained
   FROM deleted
-),
-recounted AS (
-  UPDATE {schema}.queue q
-  SET retained_count = CASE WHEN q.retained_count IS NULL THEN NULL
-                            ELSE greatest(q.retained_count - c.retained, 0) END,
-      total_count = greatest(q.total_count - c.retained, 0)
-  FROM counted c
-  WHERE q.name = :name AND c.retained > 0
-  RETURNING 1
-)
+){_recount_retained(caps, n, total=True)}
 SELECT changed FROM counted
 """
 
-# pg-boss 12.38 getJobById(): one job, every column.
-GET_JOB = """
-SELECT * FROM {schema}.job WHERE name = :name AND id = CAST(:id AS uuid)
+
+@cache
+def get_job(caps: Capabilities, schema: str) -> str:
+    """pg-boss getJobById(): one job, every column."""
+    n = _names(caps, schema)
+    return f"""
+SELECT {_job_details(caps)} FROM {n.s}.job j WHERE j.name = :name AND j.id = CAST(:id AS uuid)
 """

@@ -1,12 +1,14 @@
 """One small adapter per client, so every interop scenario is written once and run both ways.
 
 ``PythonActor`` drives our client (``shared.pgboss.client.PgBoss``); ``NodeActor`` drives real
-pg-boss 12.38 through the Node harness. Both take options under pg-boss's own camelCase names
-and hand back the same plain shapes, so a scenario cannot tell which side it is talking to:
+pg-boss (12.38, or the release under test) through the Node harness. Both take options under
+pg-boss's own camelCase names and hand back the same plain shapes, so a scenario cannot tell which
+side it is talking to:
 
 * ``send``/``insert`` return job ids (``None`` where pg-boss would have deduplicated);
 * ``fetch`` returns ``Claim``s, which carry the attempt (``retry_count``) settling is fenced on;
-* ``complete``/``fail``/``touch`` take claims and are always fenced, as ``work()`` is in Node;
+* ``complete``/``fail``/``touch`` take claims and are fenced, as ``work()`` is in Node (releases
+  before 12.35 take plain ids and settle unfenced);
 * ``cancel``/``resume``/``retry``/``delete`` take plain ids, as both APIs do;
 * ``expire`` runs the expiry and heartbeat-loss pass for one queue: ``fail_expired`` here,
   ``supervise(name)`` in Node (its monitor claim is released first, since Node only runs that
@@ -141,9 +143,10 @@ class PythonActor:
 class NodeActor:
     name = "node"
 
-    def __init__(self, node: NodeBoss, db: Database) -> None:
+    def __init__(self, node: NodeBoss, db: Database, schema_version: int = 46) -> None:
         self.node = node
         self.db = db
+        self.schema_version = schema_version
 
     def create_queue(self, queue: str, **options: Any) -> None:
         self.node.call("createQueue", queue, options)
@@ -156,10 +159,21 @@ class NodeActor:
 
     def fetch(self, queue: str, batch_size: int = 1, **options: Any) -> list[Claim]:
         jobs = self.node.call("fetch", queue, {"batchSize": batch_size, **options})
-        return [Claim(job["id"], job["retryCount"], job["data"], job["groupId"], job) for job in jobs]
+        return [Claim(job["id"], self._retry_count(queue, job), job["data"], job.get("groupId"), job) for job in jobs]
 
-    @staticmethod
-    def _fence(claims: list[Claim]) -> list[dict[str, Any]]:
+    def _retry_count(self, queue: str, job: dict[str, Any]) -> int:
+        """The fetched attempt: older releases leave it out of a fetch's answer."""
+        if "retryCount" in job:
+            return int(job["retryCount"])
+        rows = self.db.run(
+            f"SELECT retry_count FROM {SCHEMA}.job WHERE name = :name AND id = CAST(:id AS uuid)",
+            {"name": queue, "id": job["id"]},
+        )
+        return int(rows[0]["retry_count"])
+
+    def _fence(self, claims: list[Claim]) -> list[Any]:
+        if self.schema_version < 43:  # before 12.35 pg-boss settles by id only
+            return [claim.id for claim in claims]
         return [{"id": claim.id, "retryCount": claim.retry_count} for claim in claims]
 
     def complete(self, queue: str, claims: list[Claim], output: Any = None) -> int:
@@ -189,11 +203,15 @@ class NodeActor:
 
 
 def release_monitor_claim(db: Database, queue: str) -> None:
-    """Let Node's next ``supervise`` run its expiry pass for ``queue`` now (test harness only)."""
-    db.run(
-        f"UPDATE {SCHEMA}.queue SET monitor_claim_on = NULL, monitor_on = NULL WHERE name = :name",
-        {"name": queue},
-    )
+    """Let Node's next ``supervise`` run its expiry pass for ``queue`` now (test harness only).
+    ``monitor_claim_on`` exists from schema 40 (12.30); before, ``monitor_on`` is the claim."""
+    claim = db.run(
+        "SELECT count(*) AS n FROM information_schema.columns"
+        " WHERE table_schema = :schema AND table_name = 'queue' AND column_name = 'monitor_claim_on'",
+        {"schema": SCHEMA},
+    )[0]["n"]
+    columns = "monitor_claim_on = NULL, monitor_on = NULL" if claim else "monitor_on = NULL"
+    db.run(f"UPDATE {SCHEMA}.queue SET {columns} WHERE name = :name", {"name": queue})
 
 
 def release_maintenance_claim(db: Database, queue: str) -> None:

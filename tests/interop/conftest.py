@@ -30,8 +30,8 @@ def python_actor(boss: PgBoss) -> PythonActor:
 
 
 @pytest.fixture
-def node_actor(node_boss: NodeBoss, db: Database) -> NodeActor:
-    return NodeActor(node_boss, db)
+def node_actor(node_boss: NodeBoss, db: Database, boss: PgBoss) -> NodeActor:
+    return NodeActor(node_boss, db, boss.schema_version())
 
 
 @pytest.fixture(params=["python", "node"], ids=["python-acts", "node-acts"])

@@ -33,20 +33,32 @@ QUEUE_NAMES = ("name", "dead_letter", "source_name")
 IDS = ("id", "source_id", "source_root_id")
 IGNORED = ("created_on", "singleton_on")
 
-_SNAPSHOT = f"""
-SELECT j.*,
-  extract(epoch FROM j.keep_until - j.start_after)::float8 AS keep_until_after_start,
-  extract(epoch FROM j.created_on AT TIME ZONE 'UTC' - j.singleton_on)::float8 AS created_in_slot,
-  {", ".join(f"extract(epoch FROM j.{c} - j.created_on)::float8 AS {c}_offset" for c in TIMESTAMPS)}
-FROM {SCHEMA}.job j
-WHERE left(j.name, length(:prefix)) = :prefix
-ORDER BY j.created_on, j.name, j.id
+_JOB_COLUMNS = f"""
+SELECT CAST(attname AS text) AS name FROM pg_attribute
+WHERE attrelid = to_regclass('{SCHEMA}.job') AND attnum > 0 AND NOT attisdropped
 """
 
 
 def raw_rows(db: Database, prefix: str = "") -> list[dict[str, Any]]:
-    """Every job row whose queue name starts with ``prefix``, with the offsets computed in SQL."""
-    return db.run(_SNAPSHOT, {"prefix": prefix})
+    """Every job row whose queue name starts with ``prefix``, with the offsets computed in SQL.
+
+    Timestamps a schema does not have (heartbeat_on before 30, source_created_on before 34)
+    are left out, so runs against older releases compare what those releases have.
+    """
+    present = {row["name"] for row in db.run(_JOB_COLUMNS)}
+    offsets = ", ".join(
+        f"extract(epoch FROM j.{c} - j.created_on)::float8 AS {c}_offset" for c in TIMESTAMPS if c in present
+    )
+    snapshot = f"""
+SELECT j.*,
+  extract(epoch FROM j.keep_until - j.start_after)::float8 AS keep_until_after_start,
+  extract(epoch FROM j.created_on AT TIME ZONE 'UTC' - j.singleton_on)::float8 AS created_in_slot,
+  {offsets}
+FROM {SCHEMA}.job j
+WHERE left(j.name, length(:prefix)) = :prefix
+ORDER BY j.created_on, j.name, j.id
+"""
+    return db.run(snapshot, {"prefix": prefix})
 
 
 def job_row(db: Database, queue: str, job_id: str) -> dict[str, Any] | None:
@@ -91,7 +103,8 @@ def normalize(rows: Iterable[dict[str, Any]], prefix: str = "") -> list[dict[str
             else:
                 item[column] = value
         for column in TIMESTAMPS:
-            item[column] = row[f"{column}_offset"]
+            if f"{column}_offset" in row:
+                item[column] = row[f"{column}_offset"]
         out.append(item)
     return sorted(out, key=lambda item: (item["name"], json.dumps(item["data"], sort_keys=True)))
 

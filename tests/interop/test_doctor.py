@@ -12,14 +12,24 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import JobRequest, QueueOptions, SendOptions
+from tests.conftest import RELEASE
 from tests.interop.rows import age
+from tests.support import releases
 from tests.support.node_boss import PGBOSS_CLI, PGBOSS_DIR
+
+# pg-boss doctor exists from 12.26.0 (schema 37).
+pytestmark = pytest.mark.since(37, "pg-boss doctor")
 
 
 def doctor(database_url: str) -> subprocess.CompletedProcess[str]:
+    """The doctor of the release under test (the pinned one unless TEST_PGBOSS_RELEASE)."""
+    if RELEASE is not None:
+        return releases.doctor(database_url, "pgboss", RELEASE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGBOSS_")}
     return subprocess.run(
         [str(PGBOSS_CLI), "doctor", "--connection-string", database_url, "--schema", "pgboss"],

@@ -16,10 +16,13 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
+from tests.conftest import node_package
 from tests.interop.actors import Actor, PythonActor
 from tests.support.node_boss import NodeBoss
 
 POLL_SECONDS = 30
+# Queues with notify and the NOTIFY on insert exist from schema 32 (pg-boss 12.21).
+pytestmark = pytest.mark.since(32, "notify queues")
 
 
 @pytest.fixture
@@ -27,6 +30,7 @@ def listening_node(database_url: str) -> Iterator[NodeBoss]:
     with NodeBoss(
         database_url,
         "pgboss",
+        package_dir=node_package(),
         supervise=False,
         schedule=False,
         migrate=False,

@@ -115,7 +115,7 @@ def test_a_lost_singleton_race_is_an_empty_fetch(boss: PgBoss, other_db: Databas
     result: list[list[Job]] = []
     with other_db.transaction() as tx:
         claimed = tx.run(
-            sql.render(sql.FETCH_JOBS_SINGLETON, SCHEMA),
+            sql.fetch_jobs(boss.capabilities, SCHEMA, policy="singleton", grouped=False, detailed=False),
             {"name": "race", "limit": 1, "group_limit": None, "group_tiers": None, "policy": "singleton"},
         )
         assert len(claimed) == 1

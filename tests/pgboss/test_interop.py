@@ -291,7 +291,7 @@ def test_our_advisory_lock_keys_are_the_ones_node_waits_for(
     queues("own_table", partition=True)
     finished = threading.Event()
     with other_db.transaction() as tx:
-        tx.run(sql.render(sql.ADVISORY_LOCK, SCHEMA), {"key": SCHEMA + suffix})
+        tx.run(sql.advisory_lock(), {"key": SCHEMA + suffix})
         worker = threading.Thread(target=lambda: (node_boss.call(*call), finished.set()))
         worker.start()
         time.sleep(1)

@@ -167,12 +167,19 @@ def test_a_missing_schema_is_reported_as_such(empty_database_url: str) -> None:
         database.close()
 
 
-def test_an_older_schema_is_reported_as_unsupported(boss: PgBoss, db: Database) -> None:
+def test_a_schema_upgraded_under_the_client_is_detected_again(boss: PgBoss, db: Database) -> None:
     boss.create_queue("old")
     db.run(f"ALTER TABLE {SCHEMA}.job RENAME COLUMN upsert_by_key TO upsert_key")
-    db.run(f"UPDATE {SCHEMA}.version SET version = 44")
+    db.run(f"UPDATE {SCHEMA}.version SET version = 47")
     boss.send("old", 1)  # inserting does not touch the renamed column
     (job,) = boss.fetch("old")
     boss.cancel("old", [job.id])
-    with pytest.raises(UnsupportedSchemaVersion):
+    with pytest.raises(UnsupportedSchemaVersion, match=r"version 47 .* supported range is 25\.\.46"):
         boss.resume("old", [job.id])
+
+
+def test_a_newer_schema_is_refused_before_any_write(boss: PgBoss, db: Database) -> None:
+    db.run(f"UPDATE {SCHEMA}.version SET version = 47")
+    with pytest.raises(UnsupportedSchemaVersion):
+        boss.send("q", 1)
+    assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"] == 0

@@ -28,9 +28,11 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import runtime
+
+REPO_ROOT = runtime.REPO_ROOT
 PGBOSS_DIR = REPO_ROOT / "deploy" / "pgboss"
-NODE = PGBOSS_DIR / "node"
+NODE = runtime.node()
 PGBOSS_CLI = PGBOSS_DIR / "pgboss"
 DRIVER = Path(__file__).resolve().parent / "node_driver.mjs"
 
@@ -219,6 +221,7 @@ class NodeBoss:
 
     ``options`` are PgBoss constructor options with their camelCase names (``supervise=False``,
     ``schedule=False``, ``migrate=False``, ...), passed through unchanged; nothing is defaulted here.
+    ``package_dir`` runs another pg-boss release than the pinned one (see ``tests.support.releases``).
     Requests are handled by the driver one at a time, in order.
     """
 
@@ -230,6 +233,7 @@ class NodeBoss:
         timeout: float = DEFAULT_TIMEOUT,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         echo_stderr: bool = False,
+        package_dir: Path | None = None,
         **options: Any,
     ):
         self.database_url = database_url
@@ -249,6 +253,7 @@ class NodeBoss:
                 schema,
                 "--options",
                 json.dumps(options),
+                *(["--pgboss-dir", str(package_dir)] if package_dir else []),
             ],
             echo_stderr,
         )

@@ -3,6 +3,7 @@
 //
 // Start:  deploy/pgboss/node tests/support/node_driver.mjs \
 //           --connection-string postgresql://user@host:port/db --schema pgboss --options '{"supervise":false}'
+//           [--pgboss-dir tests/versions/node_modules/pg-boss-11.0.0]   (another release's package folder)
 //         (or env NODE_BOSS_DATABASE_URL / NODE_BOSS_SCHEMA / NODE_BOSS_OPTIONS).
 // Once boss.start() resolves, one line {"ready": true, ...} is written; if it fails,
 // {"ready": false, "error": {...}} is written and the process exits 1.
@@ -29,7 +30,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const pgbossDir = resolve(here, '..', '..', 'deploy', 'pgboss');
+const pinnedPackage = resolve(here, '..', '..', 'deploy', 'pgboss', 'node_modules', 'pg-boss');
 
 // Anything that writes to stdout through console would corrupt the protocol.
 for (const level of ['log', 'info', 'debug', 'warn']) {
@@ -103,9 +104,11 @@ function parseStartup() {
     options: {
       'connection-string': { type: 'string' },
       schema: { type: 'string' },
-      options: { type: 'string' }
+      options: { type: 'string' },
+      'pgboss-dir': { type: 'string' }
     }
   });
+  packageDir = values['pgboss-dir'] ?? pinnedPackage;
   const connectionString = values['connection-string'] ?? process.env.NODE_BOSS_DATABASE_URL;
   const schema = values.schema ?? process.env.NODE_BOSS_SCHEMA ?? 'pgboss';
   const optionsJson = values.options ?? process.env.NODE_BOSS_OPTIONS ?? '{}';
@@ -205,6 +208,19 @@ function matches(record, queue, worker) {
 
 let boss;
 let stopping = null;
+// The pg-boss package this driver runs: the pinned one unless --pgboss-dir names another.
+let packageDir = pinnedPackage;
+
+// pg-boss 10 and 11 are CommonJS exporting the class itself; 12 is an ES module
+// exporting { PgBoss }.
+async function loadPgBoss(pkg) {
+  const module = await import(pathToFileURL(resolve(packageDir, pkg.main ?? 'index.js')).href);
+  return module.PgBoss ?? module.default?.PgBoss ?? module.default;
+}
+
+async function readPackage() {
+  return (await import(pathToFileURL(resolve(packageDir, 'package.json')).href, { with: { type: 'json' } })).default;
+}
 
 async function stopBoss(options = {}) {
   if (!stopping) {
@@ -281,7 +297,7 @@ async function main() {
   let config;
   try {
     config = parseStartup();
-    const { PgBoss } = await import(pathToFileURL(resolve(pgbossDir, 'node_modules', 'pg-boss', 'dist', 'index.js')).href);
+    const PgBoss = await loadPgBoss(await readPackage());
     boss = new PgBoss(config);
     boss.on('error', (err) => {
       log('pg-boss error:', err);
@@ -300,7 +316,7 @@ async function main() {
     return;
   }
 
-  const pkg = (await import(pathToFileURL(resolve(pgbossDir, 'node_modules', 'pg-boss', 'package.json')).href, { with: { type: 'json' } })).default;
+  const pkg = await readPackage();
   writeLine({ ready: true, pid: process.pid, node: process.version, pgboss: pkg.version, schema: config.schema });
 
   const pending = new Set();
