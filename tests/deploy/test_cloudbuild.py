@@ -74,6 +74,7 @@ def test_the_test_step_runs_the_suite_against_its_own_postgresql() -> None:
     assert script.strip().splitlines()[-1].strip() == "./test.sh"
     assert "set -euo pipefail" in script
     assert "postgresql-15" in script and "pg_ctlcluster 15 main start" in script
+    assert "pgbouncer" in script  # tests/pooler: the intake and drain tests through a pooler
     assert "host all all 127.0.0.1/32 trust" in script  # test.sh connects as postgres, no password
     check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
