@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploys manda-processing to one environment with gcloud:
 #   1. the APIs it uses, one runtime service account per function plus one for the
-#      Scheduler, and each account's access to exactly the secrets it reads;
+#      Scheduler, each account's access to exactly the secrets it reads, the account
+#      that builds the functions' images and the account Cloud Build deploys as;
 #   2. pg-boss's schema, where this package owns it (PGBOSS_MIGRATE=true);
 #   3. the HTTP functions, as Cloud Run functions (gen2);
 #   4. drain's invoker binding and the Cloud Scheduler job that calls it every minute;
@@ -96,8 +97,25 @@ declare -A conf=(
     # at cold start (shared/secrets.py); the same accounts need the same access.
     [SECRET_MODE]=set-secrets
     [SERVICE_ACCOUNT_PREFIX]=processing
-    # Optional: the account Cloud Build uses to build the functions' images.
+    # The account Cloud Build builds the functions' images as (--build-service-account).
+    # Empty: SERVICE_ACCOUNT_PREFIX-build@, created here. New projects give builds no
+    # default account with build rights, so one is always named.
     [BUILD_SERVICE_ACCOUNT]=""
+    # What it needs on the project: Cloud Build's builder role (logs, the uploaded source,
+    # Artifact Registry). roles/run.builder is Cloud Run's narrower equivalent.
+    [BUILD_ROLES]="roles/cloudbuild.builds.builder"
+    # SERVICE_ACCOUNT_PREFIX-deployer@ is what cloudbuild.yaml runs as
+    # (gcloud builds submit --service-account=...): it reruns this script, so it holds
+    # the roles this script uses, and Cloud Build's builder role for its own build.
+    [DEPLOYER_ROLES]="roles/cloudbuild.builds.builder roles/cloudfunctions.admin roles/run.admin roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/resourcemanager.projectIamAdmin roles/secretmanager.admin roles/cloudscheduler.admin roles/serviceusage.serviceUsageAdmin"
+    # A new account (or a new grant) takes a while to be known everywhere in IAM: a use
+    # that fails is tried again up to IAM_RETRY_ATTEMPTS times, waiting
+    # IAM_RETRY_SECONDS, doubling up to a minute, in between (about six minutes in all).
+    [IAM_RETRY_ATTEMPTS]=10
+    [IAM_RETRY_SECONDS]=5
+    # A function deploy that fails is tried this many times in all (a runtime or build
+    # account the functions service cannot see yet).
+    [DEPLOY_ATTEMPTS]=3
     [APP_PGBOSS_SCHEMA]=pgboss
     [APP_LOG_LEVEL]=INFO
     [SCHEDULER_JOB]=processing-drain
@@ -202,6 +220,10 @@ done
 case ${conf[SECRET_MODE]} in set-secrets | sm-refs) ;; *) die "SECRET_MODE must be set-secrets or sm-refs" ;; esac
 case ${conf[PGBOSS_MIGRATE]} in true | false) ;; *) die "PGBOSS_MIGRATE must be true or false" ;; esac
 case ${conf[WEBHOOK_TRIGGERS]} in apply | skip) ;; *) die "WEBHOOK_TRIGGERS must be apply or skip" ;; esac
+for key in IAM_RETRY_ATTEMPTS DEPLOY_ATTEMPTS; do
+    [[ ${conf[$key]} =~ ^[1-9][0-9]*$ ]] || die "$key must be a whole number of at least 1"
+done
+[[ ${conf[IAM_RETRY_SECONDS]} =~ ^[0-9]+$ ]] || die "IAM_RETRY_SECONDS must be whole seconds"
 if [[ -n ${conf[APP_WEBHOOK_ROUTES_FILE]:-} && ! -f $root/${conf[APP_WEBHOOK_ROUTES_FILE]} ]]; then
     die "APP_WEBHOOK_ROUTES_FILE: $root/${conf[APP_WEBHOOK_ROUTES_FILE]} does not exist (it is deployed with the source)"
 fi
@@ -237,6 +259,11 @@ settings_for() {
 
 sa_email() { echo "${conf[SERVICE_ACCOUNT_PREFIX]}-$1@$project.iam.gserviceaccount.com"; }
 scheduler_sa=$(sa_email scheduler)
+build_sa=${conf[BUILD_SERVICE_ACCOUNT]:-$(sa_email build)}
+# The accounts this script owns: one per function, the Scheduler's, the image builder's
+# (unless BUILD_SERVICE_ACCOUNT names another) and the deployer's.
+ACCOUNTS=("${FUNCTIONS[@]}" scheduler deployer)
+[[ -n ${conf[BUILD_SERVICE_ACCOUNT]} ]] || ACCOUNTS+=(build)
 # Cloud Run's fixed URL of a function (https://SERVICE-PROJECT_NUMBER.REGION.run.app). It
 # is known before the first deploy, so the Scheduler's audience and drain's own settings
 # never wait for one; the deploy checks that the service really answers to it.
@@ -274,6 +301,23 @@ note() { echo "# $*"; }
 run() {
     show "$@"
     $dry_run || "$@"
+}
+
+# Runs a command until it succeeds, at most $1 times, waiting between tries (IAM_RETRY_*):
+# what a new service account or grant is used for can fail until IAM has propagated it.
+# A dry run prints the command once.
+retry() {
+    local attempts=$1 attempt=1 wait=${conf[IAM_RETRY_SECONDS]}
+    shift
+    show "$@"
+    $dry_run && return 0
+    until "$@"; do
+        ((attempt < attempts)) || die "still failing after $attempts attempts: $(quote "$1") $(quote "$2") $(quote "$3") ..."
+        note "failed (attempt $attempt of $attempts); IAM may still be propagating, trying again in ${wait}s"
+        sleep "$wait"
+        wait=$((wait * 2 > 60 ? 60 : wait * 2))
+        attempt=$((attempt + 1))
+    done
 }
 
 # A read-only question (does X exist?). A dry run prints it and answers "no".
@@ -323,35 +367,59 @@ cd "$root" # --source=. is the repository root
 if $dry_run; then
     note "dry run for '$env_name' (project $project, region $region): nothing is called"
 else
+    # Every tool a step runs, checked before anything changes.
     command -v gcloud >/dev/null || die "gcloud not found"
+    if [[ ${conf[WEBHOOK_TRIGGERS]} == apply ]]; then
+        command -v psql >/dev/null || die "psql not found (needed for WEBHOOK_TRIGGERS=apply; Debian: postgresql-client)"
+    fi
+    if [[ ${conf[PGBOSS_MIGRATE]} == true ]]; then
+        [[ -x deploy/pgboss/pgboss ]] || die "deploy/pgboss/pgboss is missing (needed for PGBOSS_MIGRATE=true)"
+    fi
 fi
 
-# --- 1. APIs, service accounts, secret access -------------------------------------------------
+# --- 1. APIs, service accounts, access ----------------------------------------------------
+# Every API used below, first: Cloud Resource Manager answers `projects describe` and
+# the project-level grants, Logging takes the builds' logs (a user-named build account
+# logs to Cloud Logging only), Storage holds the uploaded source.
+run gcloud services enable cloudresourcemanager.googleapis.com serviceusage.googleapis.com \
+    iam.googleapis.com logging.googleapis.com storage.googleapis.com cloudbuild.googleapis.com \
+    artifactregistry.googleapis.com cloudfunctions.googleapis.com run.googleapis.com \
+    cloudscheduler.googleapis.com secretmanager.googleapis.com --project="$project"
+
 # The URLs below are built from PROJECT_NUMBER: a wrong one must stop the run before
-# anything changes, not after the functions are deployed.
+# anything else changes, not after the functions are deployed.
 show gcloud projects describe "$project" --format="value(projectNumber)"
 if ! $dry_run; then
     number=$(gcloud projects describe "$project" --format="value(projectNumber)")
     [[ $number == "${conf[PROJECT_NUMBER]}" ]] ||
         die "PROJECT_NUMBER is ${conf[PROJECT_NUMBER]} in $env_file but $project's number is $number"
 fi
-run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
-    artifactregistry.googleapis.com cloudscheduler.googleapis.com secretmanager.googleapis.com \
-    iam.googleapis.com --project="$project"
 
-for account in "${FUNCTIONS[@]}" scheduler; do
+for account in "${ACCOUNTS[@]}"; do
     email=$(sa_email "$account")
     if ! exists gcloud iam service-accounts describe "$email" --project="$project"; then
         run gcloud iam service-accounts create "${conf[SERVICE_ACCOUNT_PREFIX]}-$account" --project="$project" \
             --display-name="manda-processing $account"
+        # Created is not yet visible everywhere: wait until IAM answers for it.
+        retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud iam service-accounts describe "$email" --project="$project" \
+            --format="value(email)"
     fi
 done
 
+# Project roles, each granted on its own (a grant is idempotent). Grants naming a new
+# account are retried until IAM knows it.
+grant_project_role() {
+    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud projects add-iam-policy-binding "$project" \
+        --member="serviceAccount:$1" --role="$2" --condition=None --quiet --format=none
+}
+for role in ${conf[BUILD_ROLES]}; do grant_project_role "$build_sa" "$role"; done
+for role in ${conf[DEPLOYER_ROLES]}; do grant_project_role "$(sa_email deployer)" "$role"; done
+
 for fn in "${FUNCTIONS[@]}"; do
     for setting in $(secrets_of "$fn"); do
-        run gcloud secrets add-iam-policy-binding "${conf[SECRET_$setting]}" --project="$project" \
-            --member="serviceAccount:$(sa_email "$fn")" --role=roles/secretmanager.secretAccessor \
-            --condition=None --quiet
+        retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud secrets add-iam-policy-binding "${conf[SECRET_$setting]}" \
+            --project="$project" --member="serviceAccount:$(sa_email "$fn")" \
+            --role=roles/secretmanager.secretAccessor --condition=None --quiet --format=none
     done
 done
 
@@ -411,27 +479,30 @@ for fn in "${FUNCTIONS[@]}"; do
     else
         secret_flags=(--clear-secrets) # nothing bound that this function does not read
     fi
-    if [[ ${ACCESS_OF[$fn]} == public ]]; then
-        access_flag=--allow-unauthenticated
-    else
-        access_flag=--no-allow-unauthenticated
-    fi
-    build_flags=()
-    if [[ -n ${conf[BUILD_SERVICE_ACCOUNT]} ]]; then
-        build_flags=(--build-service-account="projects/$project/serviceAccounts/${conf[BUILD_SERVICE_ACCOUNT]}")
-    fi
+    # --no-allow-unauthenticated: never an allUsers binding (which the Domain Restricted
+    # Sharing organization policy refuses); public functions are opened below instead.
     # --serve-all-traffic-latest-revision: after a rollback pinned traffic to an old
     # revision, the next deploy serves what it deployed again.
-    run gcloud functions deploy "$fn" --gen2 --project="$project" --region="$region" \
+    retry "${conf[DEPLOY_ATTEMPTS]}" gcloud functions deploy "$fn" --gen2 --project="$project" --region="$region" \
         --runtime="${conf[RUNTIME]}" --entry-point="$fn" --trigger-http --source=. \
         --run-service-account="$(sa_email "$fn")" \
+        --build-service-account="projects/$project/serviceAccounts/$build_sa" \
         --memory="$(size_of "$fn" MEMORY)" --cpu="$(size_of "$fn" CPU)" \
         --timeout="$(size_of "$fn" TIMEOUT)" \
         --min-instances="$(size_of "$fn" MIN_INSTANCES)" --max-instances="$(size_of "$fn" MAX_INSTANCES)" \
         --concurrency="$concurrency" \
         --set-env-vars="$(join_list "${env_vars[@]}")" "${secret_flags[@]}" \
-        "$access_flag" --ingress-settings=all "${build_flags[@]}" \
+        --no-allow-unauthenticated --ingress-settings=all \
         --serve-all-traffic-latest-revision --quiet
+    # Who may call it, set on its Cloud Run service after every deploy: public functions
+    # skip Cloud Run's invoker check (Cloud Run's supported way to be public), private
+    # ones keep it, so only holders of roles/run.invoker get through.
+    if [[ ${ACCESS_OF[$fn]} == public ]]; then
+        invoker_flag=--no-invoker-iam-check
+    else
+        invoker_flag=--invoker-iam-check
+    fi
+    run gcloud run services update "$fn" --project="$project" --region="$region" "$invoker_flag" --quiet
 done
 
 # --- 4. drain's caller: the Scheduler -------------------------------------------------------
@@ -442,8 +513,8 @@ if ! $dry_run; then
     [[ $service == *"$drain_url"* ]] ||
         die "drain does not answer to $drain_url: is PROJECT_NUMBER (${conf[PROJECT_NUMBER]}) right for $project?"
 fi
-run gcloud run services add-iam-policy-binding drain --project="$project" --region="$region" \
-    --member="serviceAccount:$scheduler_sa" --role=roles/run.invoker --quiet
+retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud run services add-iam-policy-binding drain --project="$project" \
+    --region="$region" --member="serviceAccount:$scheduler_sa" --role=roles/run.invoker --quiet --format=none
 
 job_flags=(
     --project="$project" --location="$region"
@@ -458,10 +529,11 @@ job_flags=(
     --quiet
 )
 job=${conf[SCHEDULER_JOB]}
+# Retried too: the job names the Scheduler's account, which may be new.
 if exists gcloud scheduler jobs describe "$job" --project="$project" --location="$region"; then
-    run gcloud scheduler jobs update http "$job" "${job_flags[@]}"
+    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs update http "$job" "${job_flags[@]}"
 else
-    run gcloud scheduler jobs create http "$job" "${job_flags[@]}"
+    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs create http "$job" "${job_flags[@]}"
 fi
 
 # --- 5. Supabase's webhook triggers -------------------------------------------------------
@@ -472,7 +544,6 @@ trigger_args=(-X -v ON_ERROR_STOP=1 -v "webhook_url=$webhook_url"
     -v "timeout_ms=${conf[WEBHOOK_TIMEOUT_MS]}" -v "secret_name=${conf[WEBHOOK_VAULT_SECRET]}")
 if [[ ${conf[WEBHOOK_TRIGGERS]} == apply ]]; then
     [[ -n $routes_file ]] || die "WEBHOOK_TRIGGERS=apply needs APP_WEBHOOK_ROUTES_FILE (the triggers watch its tables)"
-    $dry_run || command -v psql >/dev/null || die "psql not found (needed for WEBHOOK_TRIGGERS=apply)"
     read_secret admin_url "$admin_secret"
     routes=$(cat "$routes_file")
     mask "$routes" "<contents of $routes_file>"

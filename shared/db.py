@@ -4,8 +4,9 @@ Why it looks like this:
 
 * Cloud Functions reuse an instance for many invocations, so the connection lives as
   long as the instance and is opened on first use, not at import.
-* Statements go through pg8000's unnamed prepared statements, so nothing outlives a
-  transaction on the server; that is what Supabase's transaction-mode pooler needs.
+* Through a transaction-mode pooler (Supabase's Supavisor on 6543, PgBouncer) nothing
+  may outlive a transaction on the server: statements are unnamed, every statement runs
+  inside an explicit transaction, and no start-up option is sent (poolers refuse them).
 * A connection can die between invocations (server restart, pooler idle timeout).
   After an idle spell it is checked with a cheap query before real work, and a
   statement that fails on a broken connection is retried on a fresh one only when
@@ -140,15 +141,26 @@ class Database:
         prepared_statements: bool | None = None,
     ) -> None:
         self._params = ConnectionParams.from_url(url)
+        pooled = self._params.through_transaction_pooler
         if prepared_statements is None:
-            prepared_statements = not self._params.through_transaction_pooler
+            prepared_statements = not pooled
+        # Through a transaction pooler consecutive transactions may run on different server
+        # sessions, and pg8000 sends an unnamed statement's parse, describe and execute
+        # each with its own sync; outside a transaction the pooler may hand them to
+        # different sessions. So there every statement runs in an explicit transaction.
+        self._own_transaction = pooled
+        # The statement timeout, never a start-up option (PgBouncer and Supavisor refuse
+        # those): on a direct or session-mode connection set once per session; through a
+        # transaction pooler with SET LOCAL in the same round trip as each BEGIN. 0: none.
+        timeout = f"statement_timeout = {int(statement_timeout_ms)}" if statement_timeout_ms > 0 else None
+        self._session_setup = f"SET {timeout}" if timeout and not pooled else None
+        self._begin = f"BEGIN; SET LOCAL {timeout}" if timeout and pooled else "BEGIN"
         self._prepare = prepared_statements
         self._prepared: dict[str, pg8000.native.PreparedStatement] = {}
         # No read may wait longer than the server's own statement timeout plus slack:
         # that is the backstop against a network that silently drops packets.
         self._socket_timeout = socket_timeout or connect_timeout + statement_timeout_ms / 1000
         self._connect_timeout = connect_timeout
-        self._statement_timeout_ms = statement_timeout_ms
         self._idle_check_seconds = idle_check_seconds
         self._connection: pg8000.native.Connection | None = None
         self._last_used = 0.0
@@ -190,7 +202,7 @@ class Database:
         with self._lock:
             connection = self._usable_connection()
             try:
-                return self._execute(connection, sql, params, retry_stale_plan=True)
+                return self._execute_alone(connection, sql, params)
             except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
                 error = _translate(exc)
                 if not isinstance(error, DatabaseUnavailable):
@@ -200,7 +212,7 @@ class Database:
                     raise error from exc
                 log.warning("database connection broke; retrying once on a new connection")
                 try:
-                    return self._execute(self._usable_connection(), sql, params, retry_stale_plan=True)
+                    return self._execute_alone(self._usable_connection(), sql, params)
                 except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as again:
                     self._discard_if_broken(again)
                     raise _translate(again) from again
@@ -211,7 +223,7 @@ class Database:
         with self._lock:
             connection = self._usable_connection()
             try:
-                connection.run("BEGIN")
+                connection.run(self._begin)
                 yield Transaction(lambda sql, params: self._execute(connection, sql, params))
                 connection.run("COMMIT")
             except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
@@ -240,6 +252,21 @@ class Database:
         return Listening(self._connect(), channel)
 
     # -- execution ---------------------------------------------------------------------
+
+    def _execute_alone(
+        self, connection: pg8000.native.Connection, sql: str, params: Mapping[str, Any] | None
+    ) -> list[Row]:
+        """One statement as its own transaction: implicit, or explicit through a pooler."""
+        if not self._own_transaction:
+            return self._execute(connection, sql, params, retry_stale_plan=True)
+        connection.run(self._begin)
+        try:
+            rows = self._execute(connection, sql, params)
+            connection.run("COMMIT")
+        except BaseException:
+            self._rollback_quietly(connection)
+            raise
+        return rows
 
     def _execute(
         self,
@@ -297,7 +324,7 @@ class Database:
             # pg8000 writes a statement in several small sends; with Nagle on, a statement
             # of a few kilobytes waits out the server's delayed ACK (~40 ms) every time.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return pg8000.native.Connection(
+            connection = pg8000.native.Connection(
                 user=params.user,
                 password=params.password,
                 host=params.host,
@@ -306,8 +333,10 @@ class Database:
                 ssl_context=params.ssl_context,
                 timeout=self._socket_timeout,
                 application_name=APPLICATION_NAME,
-                startup_params={"options": f"-c statement_timeout={self._statement_timeout_ms}"},
             )
+            if self._session_setup:
+                connection.run(self._session_setup)
+            return connection
         except (pg8000.exceptions.InterfaceError, OSError, pg8000.exceptions.DatabaseError) as exc:
             if sock is not None:
                 sock.close()

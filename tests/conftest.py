@@ -43,9 +43,19 @@ DRAIN_TOKEN = "test-drain-token-0123456789"
 _counter = itertools.count()
 
 
+# HOST:PORT of a PgBouncer in transaction mode (tests/pooler runs the intake and drain
+# tests again with it set): the databases tests are given are then reached through it.
+PGBOUNCER = os.environ.get("TESTS_PGBOUNCER")
+
+
 def url_for(database: str) -> str:
     base, _, _ = ADMIN_URL.rpartition("/")
     return f"{base}/{database}"
+
+
+def client_url(database: str) -> str:
+    """What a test connects to: the server, or the PgBouncer in front of it."""
+    return f"postgresql://postgres@{PGBOUNCER}/{database}" if PGBOUNCER else url_for(database)
 
 
 def admin_connection() -> pg8000.native.Connection:
@@ -98,7 +108,7 @@ def create_database(admin: pg8000.native.Connection, template: str | None = None
 def database_url(admin: pg8000.native.Connection, template_database: str) -> Iterator[str]:
     """A fresh database with pg-boss's schema installed, dropped after the test."""
     name = create_database(admin, template_database)
-    yield url_for(name)
+    yield client_url(name)
     admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -106,7 +116,7 @@ def database_url(admin: pg8000.native.Connection, template_database: str) -> Ite
 def empty_database_url(admin: pg8000.native.Connection) -> Iterator[str]:
     """A fresh database without pg-boss's schema."""
     name = create_database(admin)
-    yield url_for(name)
+    yield client_url(name)
     admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -157,6 +167,10 @@ def function_env(database_url: str, **overrides: str) -> dict[str, str]:
         "DRAIN_TOKEN": DRAIN_TOKEN,
         "LOG_LEVEL": "INFO",
     }
+    if PGBOUNCER and PGBOUNCER in database_url:
+        # As deployed behind Supabase: statements through the transaction pooler, LISTEN
+        # on a session of its own (the session pooler there, the server here).
+        env["DRAIN_LISTEN_DATABASE_URL"] = url_for(database_url.rpartition("/")[2])
     env.update(overrides)
     return env
 

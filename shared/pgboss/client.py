@@ -204,9 +204,7 @@ class PgBoss:
         caps = self.capabilities
         for index, job in enumerate(jobs):
             for option in caps.send_options_missing(job.options.wire()):
-                raise OptionNotSupported(
-                    option, caps.schema_version, caps.releases, queue=job.name, job_index=index
-                )
+                raise OptionNotSupported(option, caps.schema_version, caps.releases, queue=job.name, job_index=index)
         rows = encoding.job_rows(jobs)
         params = {"jobs": encoding.encode(rows), "channel": self.notify_channel}
         names = [job.name for job in jobs] + [job.options.dead_letter for job in jobs if job.options.dead_letter]

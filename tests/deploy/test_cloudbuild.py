@@ -70,7 +70,13 @@ def test_tests_run_before_the_deploy() -> None:
 def test_the_test_step_is_the_readme_test_command() -> None:
     # ./test.sh installs and starts everything it needs itself (PostgreSQL and Node from wheels).
     step = steps()["test"]
-    assert step["name"] == "${_PYTHON_IMAGE}" and step["entrypoint"] == "bash" and step["args"] == ["./test.sh"]
+    assert step["name"] == "${_PYTHON_IMAGE}" and step["entrypoint"] == "bash" and step["args"][0] == "-c"
+    script = step["args"][1]
+    assert script.strip().splitlines()[-1].strip() == "./test.sh"
+    assert "set -euo pipefail" in script
+    assert "pgbouncer" in script  # tests/pooler: the intake and drain tests through a pooler
+    check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 def test_tests_run_on_the_deployed_python() -> None:
@@ -90,18 +96,48 @@ def test_the_deploy_step_finds_node_where_the_test_step_installed_it() -> None:
     assert "python" not in (ROOT / "deploy/pgboss/node").read_text(encoding="utf-8")
 
 
-def deploy_argv(values: dict[str, str]) -> list[str]:
+def deploy_script(values: dict[str, str]) -> str:
     step = steps()["deploy"]
-    assert step["entrypoint"] == "bash"
-    return [substitute(arg, values) for arg in step["args"]]
+    assert step["entrypoint"] == "bash" and step["args"][0] == "-c"
+    return substitute(step["args"][1], values)
+
+
+def deploy_argv(values: dict[str, str]) -> list[str]:
+    """``$0 ARGS...`` of the deploy step's script, which ends by running deploy.sh ARGS."""
+    step = steps()["deploy"]
+    assert deploy_script(values).strip().splitlines()[-1].strip() == 'exec deploy/deploy.sh "$@"'
+    return [substitute(arg, values) for arg in step["args"][2:]]
 
 
 def test_the_deploy_step_runs_deploy_sh_with_the_gcloud_image() -> None:
     step = steps()["deploy"]
     assert "google-cloud-cli" in BUILD["substitutions"]["_GCLOUD_IMAGE"] and step["name"] == "${_GCLOUD_IMAGE}"
     argv = deploy_argv(BUILD["substitutions"])
-    assert argv[:2] == ["deploy/deploy.sh", BUILD["substitutions"]["_DEPLOY_ENV"]]
-    assert BUILD["substitutions"]["_DEPLOY_ENV"] in ENVIRONMENTS
+    assert argv[1] == BUILD["substitutions"]["_DEPLOY_ENV"] in ENVIRONMENTS
+    script = deploy_script(BUILD["substitutions"])
+    assert "set -euo pipefail" in script
+    check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_deploy_step_has_every_tool_deploy_sh_runs() -> None:
+    """gcloud comes with the image; psql (WEBHOOK_TRIGGERS=apply) is installed before deploy.sh
+    starts; pg-boss's CLI and its Node runtime are in the workspace's .venv from the test step."""
+    script = deploy_script(BUILD["substitutions"])
+    install = re.search(r"apt-get install [^\n]*\bpostgresql-client\b", script)
+    assert install and script.index("apt-get update") < install.start() < script.index("exec deploy/deploy.sh")
+    assert "command -v psql" in script
+    ids = [step["id"] for step in BUILD["steps"]]
+    assert ids.index("test") < ids.index("deploy")
+
+
+def test_the_build_runs_as_the_deployer_account_deploy_sh_creates() -> None:
+    """New projects give builds no default account that may deploy; deploy.sh creates this one."""
+    account = BUILD["serviceAccount"]
+    assert account == "projects/$PROJECT_ID/serviceAccounts/processing-deployer@$PROJECT_ID.iam.gserviceaccount.com"
+    plan = Plan.of("dev")
+    assert "processing-deployer" in [c.words[4] for c in plan.gcloud("iam", "service-accounts", "create")]
+    assert BUILD["options"]["logging"] == "CLOUD_LOGGING_ONLY", "required with a user-named build account"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -131,27 +167,82 @@ def test_build_options() -> None:
 # --- what `gcloud functions deploy --source=.` uploads --------------------------------
 
 NEEDED_AT_RUNTIME = ["main.py", "requirements.txt", "functions/health.py", "shared/config.py"]
+BUILD_IGNORE_FILE = ".gcloudignore-build"
 
 
-def uploaded_files(config_dir: Path) -> list[str]:
-    """The files gcloud would upload from the repository, by the SDK's own rules."""
+def uploaded_files(config_dir: Path, root: Path = ROOT, ignore_file: str | None = None) -> list[str]:
+    """The files gcloud would upload from ``root``, by the SDK's own rules."""
     code = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(GCLOUD_SDK / 'lib')!r}, {str(GCLOUD_SDK / 'lib' / 'third_party')!r}]\n"
         "from googlecloudsdk.command_lib.util import gcloudignore\n"
-        "chooser = gcloudignore.GetFileChooserForDir('.', write_on_disk=False)\n"
+        f"chooser = gcloudignore.GetFileChooserForDir('.', write_on_disk=False, ignore_file={ignore_file!r})\n"
         "print(json.dumps(sorted(chooser.GetIncludedFiles('.', include_dirs=False))))\n"
     )
     environ = {"PATH": os.environ.get("PATH", ""), "CLOUDSDK_CONFIG": str(config_dir)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=environ, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
+def require_sdk() -> None:
+    require_tool((GCLOUD_SDK / "lib" / "googlecloudsdk").is_dir(), "the Google Cloud SDK")
+
+
 @pytest.fixture(scope="module")
 def uploaded(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    require_tool((GCLOUD_SDK / "lib" / "googlecloudsdk").is_dir(), "the Google Cloud SDK")
+    require_sdk()
     return uploaded_files(tmp_path_factory.mktemp("gcloud-config"))
+
+
+def test_the_build_upload_carries_the_whole_repository(tmp_path: Path) -> None:
+    """`gcloud builds submit --ignore-file=.gcloudignore-build` uploads what the build runs:
+    the tests, deploy/, scripts/ and the ignore files the function uploads read in turn."""
+    require_sdk()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8") + (ROOT / "deploy" / "README.md").read_text("utf-8")
+    for text in (readme, (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")):
+        lines = text.splitlines()
+        commands = 0
+        for n, line in enumerate(lines):
+            if not re.search(r"gcloud builds submit\s+-", line):  # a command, not prose
+                continue
+            commands += 1
+            command = line
+            while command.rstrip().endswith("\\") and n + 1 < len(lines):
+                n += 1
+                command += lines[n]
+            assert f"--ignore-file={BUILD_IGNORE_FILE}" in command, command
+        assert commands, "the command is shown"
+    build = set(uploaded_files(tmp_path / "config", ignore_file=BUILD_IGNORE_FILE))
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0:  # a checkout (a build's workspace has no .git)
+        expected = {path for path in tracked.stdout.splitlines() if (ROOT / path).is_file()}
+        assert expected - build == set(), "the build would miss tracked files"
+    for path in [".gitignore", ".gcloudignore", "test.sh", "deploy/deploy.sh", "deploy/pgboss/install.sh"]:
+        assert path in build, path
+    for path in build:
+        parts = Path(path).parts
+        assert not {".git", ".venv", "node_modules", "__pycache__"} & set(parts), path
+        assert parts[0] == ".env.example" or not parts[0].startswith(".env"), path
+
+
+def test_the_build_workspace_deploys_only_the_functions(tmp_path: Path) -> None:
+    """In the build's workspace (the upload, after the tests installed their tools) the
+    function upload still takes only what the functions run."""
+    require_sdk()
+    workspace = tmp_path / "workspace"
+    for path in uploaded_files(tmp_path / "config", ignore_file=BUILD_IGNORE_FILE):
+        (workspace / path).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / path).write_bytes((ROOT / path).read_bytes())
+    for state in [".venv/bin/python", "deploy/pgboss/node_modules/pg-boss/package.json", ".coverage"]:
+        (workspace / state).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / state).write_text("")
+    functions = uploaded_files(tmp_path / "config", root=workspace)
+    for path in NEEDED_AT_RUNTIME:
+        assert path in functions, path
+    for path in functions:
+        assert Path(path).parts[0] not in {".venv", "tests", "deploy", "scripts", ".ci"}, path
+        assert path not in {".coverage", BUILD_IGNORE_FILE}, path
 
 
 def test_upload_holds_the_functions(uploaded: list[str]) -> None:

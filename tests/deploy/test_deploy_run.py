@@ -28,7 +28,7 @@ FAKE = Path(__file__).with_name("fake_gcloud.py")
 DEV = settings_of("dev")
 ACCOUNTS = [
     f"processing-{name}@{DEV['PROJECT_ID']}.iam.gserviceaccount.com"
-    for name in ("health", "ready", "enqueue", "webhook", "drain", "scheduler")
+    for name in ("health", "ready", "enqueue", "webhook", "drain", "scheduler", "deployer", "build")
 ]
 PASSWORD = "pw-that-must-never-be-printed"
 
@@ -146,7 +146,56 @@ def test_a_wrong_project_number_stops_before_anything_changes(deploy) -> None:
     run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", project_number="999999999999")
     assert run.returncode != 0
     assert "PROJECT_NUMBER is" in run.stderr and "999999999999" in run.stderr
-    assert [c.words[1:3] for c in run.calls] == [["projects", "describe"]]
+    # Only the APIs are switched on first (Resource Manager answers the question).
+    assert [c.words[1:3] for c in run.calls] == [["services", "enable"], ["projects", "describe"]]
+
+
+def test_a_first_deploy_waits_for_iam_to_know_its_new_accounts(deploy) -> None:
+    """Every use of a new account fails twice (IAM still propagating); the run still succeeds."""
+    run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", "--set", "IAM_RETRY_SECONDS=0", FAKE_IAM_DELAY="2")
+    assert run.returncode == 0, run.stderr
+    assert "IAM may still be propagating" in run.stdout
+    deploys = run.gcloud("gcloud", "functions", "deploy")
+    assert len(deploys) == 5 * 3, "each deploy names its new runtime and build accounts"
+    for prefix in [("projects", "add-iam-policy-binding"), ("secrets", "add-iam-policy-binding")]:
+        calls = run.gcloud("gcloud", *prefix)
+        assert calls and all(calls.count(c) == 3 for c in calls), prefix
+    assert len(run.gcloud("gcloud", "run", "services", "add-iam-policy-binding")) == 3
+    assert len(run.gcloud("gcloud", "scheduler", "jobs", "create", "http")) == 3
+
+
+def test_iam_that_never_answers_fails_the_run(deploy) -> None:
+    run = deploy(
+        "dev",
+        "--set",
+        "PGBOSS_MIGRATE=false",
+        "--set",
+        "IAM_RETRY_SECONDS=0",
+        "--set",
+        "IAM_RETRY_ATTEMPTS=3",
+        FAKE_IAM_DELAY="5",
+    )
+    assert run.returncode != 0
+    assert "still failing after 3 attempts" in run.stderr
+    assert run.gcloud("gcloud", "functions", "deploy") == []
+
+
+def test_a_missing_tool_stops_the_run_before_anything_changes(deploy, tmp_path: Path) -> None:
+    """WEBHOOK_TRIGGERS=apply runs psql at the end: without it, nothing may start."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name != "psql" and not (tools / entry.name).exists():
+                (tools / entry.name).symlink_to(entry.path)
+    run = deploy(
+        "dev", "--set", "PGBOSS_MIGRATE=false", "--set", "WEBHOOK_TRIGGERS=apply", PATH=f"{tmp_path / 'bin'}:{tools}"
+    )
+    assert run.returncode != 0
+    assert "psql not found" in run.stderr
+    assert run.calls == []
 
 
 def test_drain_must_answer_to_the_schedulers_audience(deploy) -> None:

@@ -152,7 +152,8 @@ def test_secret_access_is_granted_per_function_and_secret(plan: Plan) -> None:
 
 def test_service_accounts_are_created_with_valid_ids(plan: Plan) -> None:
     created = [c.words[4] for c in plan.gcloud("iam", "service-accounts", "create")]
-    assert len(created) == len(plan.deploys) + 1  # one per function and the Scheduler's
+    # one per function, the Scheduler's, the image builder's and the deployer's
+    assert len(created) == len(plan.deploys) + 3
     for account_id in created:
         assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account_id), account_id
     for account in (c.flag("--run-service-account") for c in plan.deploys.values()):
@@ -160,13 +161,111 @@ def test_service_accounts_are_created_with_valid_ids(plan: Plan) -> None:
 
 
 def test_only_drain_is_private(plan: Plan) -> None:
+    """Public the way Cloud Run supports under Domain Restricted Sharing: no allUsers binding,
+    the invoker IAM check switched off on the service right after each deploy."""
     for name, command in plan.deploys.items():
+        assert "--no-allow-unauthenticated" in command.flags, name
+        assert "--allow-unauthenticated" not in command.flags, name
+        following = plan.commands[plan.commands.index(command) + 1]
+        assert following.is_("gcloud", "run", "services", "update", name), following.line
+        assert following.flag("--region") == command.flag("--region")
         if name == "drain":
-            assert "--no-allow-unauthenticated" in command.flags
-            assert "--allow-unauthenticated" not in command.flags
+            assert "--invoker-iam-check" in following.flags and "--no-invoker-iam-check" not in following.flags
         else:
-            assert "--allow-unauthenticated" in command.flags, name
+            assert "--no-invoker-iam-check" in following.flags and "--invoker-iam-check" not in following.flags
     assert "allUsers" not in plan.output and "allAuthenticatedUsers" not in plan.output
+    updates = plan.gcloud("run", "services", "update")
+    assert len(updates) == len(plan.deploys), "nothing else changes the services behind deploy's back"
+
+
+# Which API each gcloud command group calls (Google's service names).
+API_OF = {
+    "services": "serviceusage.googleapis.com",
+    "projects": "cloudresourcemanager.googleapis.com",
+    "iam": "iam.googleapis.com",
+    "secrets": "secretmanager.googleapis.com",
+    "functions": "cloudfunctions.googleapis.com",
+    "run": "run.googleapis.com",
+    "scheduler": "cloudscheduler.googleapis.com",
+}
+# What a function deploy uses besides: Cloud Build builds it as a user-named account,
+# whose logs go to Cloud Logging only, from source in Cloud Storage, into Artifact Registry.
+BUILD_APIS = {
+    "cloudbuild.googleapis.com",
+    "logging.googleapis.com",
+    "storage.googleapis.com",
+    "artifactregistry.googleapis.com",
+}
+
+
+def test_every_api_is_enabled_before_its_first_use(plan: Plan) -> None:
+    first = plan.gcloud()[0]
+    assert first.is_("gcloud", "services", "enable"), "nothing is called before the APIs are on"
+    enabled = set(first.words[3:])
+    used = {API_OF[command.words[1]] for command in plan.gcloud()}
+    assert used | BUILD_APIS <= enabled, sorted(used | BUILD_APIS - enabled)
+    assert len(plan.gcloud("services", "enable")) == 1
+
+
+BUILDER_ROLES = {"roles/cloudbuild.builds.builder", "roles/run.builder"}
+
+
+def test_functions_are_built_by_a_dedicated_account_with_a_builder_role(plan: Plan) -> None:
+    """New projects give function builds no account with build rights unless one is named."""
+    settings = settings_of(plan.env)
+    created = {c.words[4] for c in plan.gcloud("iam", "service-accounts", "create")}
+    accounts = {c.flag("--build-service-account") for c in plan.deploys.values()}
+    (account,) = accounts
+    assert account is not None
+    prefix = f"projects/{settings['PROJECT_ID']}/serviceAccounts/"
+    assert account.startswith(prefix)
+    email = account.removeprefix(prefix)
+    assert email.split("@")[0] in created and not email.endswith("developer.gserviceaccount.com")
+    assert email not in {c.flag("--run-service-account") for c in plan.deploys.values()}, "builds are not run as"
+    roles = {
+        b.flag("--role")
+        for b in plan.gcloud("projects", "add-iam-policy-binding")
+        if b.flag("--member") == f"serviceAccount:{email}"
+    }
+    assert roles and roles <= BUILDER_ROLES, roles
+    first_deploy = min(plan.commands.index(c) for c in plan.deploys.values())
+    for binding in plan.gcloud("projects", "add-iam-policy-binding"):
+        assert plan.commands.index(binding) < first_deploy
+        assert binding.words[3] == settings["PROJECT_ID"] and binding.flag("--condition") == "None"
+
+
+def test_the_deployer_account_holds_what_the_script_uses(plan: Plan) -> None:
+    """cloudbuild.yaml reruns this script as processing-deployer@: it may do each step."""
+    settings = settings_of(plan.env)
+    deployer = f"processing-deployer@{settings['PROJECT_ID']}.iam.gserviceaccount.com"
+    roles = {
+        b.flag("--role")
+        for b in plan.gcloud("projects", "add-iam-policy-binding")
+        if b.flag("--member") == f"serviceAccount:{deployer}"
+    }
+    needed_by_group = {
+        "services": "roles/serviceusage.serviceUsageAdmin",
+        "iam": "roles/iam.serviceAccountAdmin",
+        "projects": "roles/resourcemanager.projectIamAdmin",
+        "secrets": "roles/secretmanager.admin",
+        "functions": "roles/cloudfunctions.admin",
+        "run": "roles/run.admin",
+        "scheduler": "roles/cloudscheduler.admin",
+    }
+    for command in plan.gcloud():
+        assert needed_by_group[command.words[1]] in roles, command.line
+    # It deploys as the runtime and build accounts, and runs as a user-named build account.
+    assert {"roles/iam.serviceAccountUser", "roles/cloudbuild.builds.builder"} <= roles
+    assert not roles & {"roles/owner", "roles/editor"}
+
+
+def test_uses_of_new_accounts_wait_for_iam(plan: Plan) -> None:
+    """Each created account is described before anything grants to or deploys with it (the
+    retries themselves are exercised in test_deploy_run.py)."""
+    for create in plan.gcloud("iam", "service-accounts", "create"):
+        following = plan.commands[plan.commands.index(create) + 1]
+        assert following.is_("gcloud", "iam", "service-accounts", "describe")
+        assert following.words[4].split("@")[0] == create.words[4]
 
 
 def _scheduler_account(plan: Plan) -> str:
@@ -442,3 +541,29 @@ def test_the_gcloud_check_catches_mistakes(tree: dict) -> None:
     assert gcloud_problems(Command(["gcloud", "functions", "deploy", "x", "--no-memory"]), tree)
     assert gcloud_problems(Command(["gcloud", "scheduler", "jobs", "create", "x"]), tree)
     assert gcloud_problems(Command(["gcloud", "scheduler", "jobs", "update", "http", "j", "--headers=a=b"]), tree)
+
+
+# Where a reader copies a database URL from.
+URL_EXAMPLE_FILES = [ROOT / "README.md", ROOT / "deploy" / "README.md", ROOT / ".env.example"]
+SUPAVISOR_HOST = re.compile(r"aws-\d+-<region>\.pooler\.supabase\.com")
+# Supavisor: session mode (a whole session: LISTEN, migrations) and transaction mode.
+POOLER_PORTS = {"5432": "session", "6543": "transaction"}
+
+
+def test_every_database_url_example_is_supabases_pooler() -> None:
+    """Cloud Run's egress is IPv4; Supabase's direct host db.<ref>.supabase.co is IPv6-only."""
+    seen = set()
+    for path in URL_EXAMPLE_FILES:
+        text = path.read_text(encoding="utf-8")
+        for url in re.findall(r"postgres(?:ql)?://[^\s`'\")]+", text):
+            host_port = url.split("@", 1)[-1].split("/", 1)[0]
+            host, _, port = host_port.rpartition(":")
+            if host in {"127.0.0.1", "localhost"}:
+                continue
+            assert SUPAVISOR_HOST.fullmatch(host), f"{path.name}: {url}"
+            assert port in POOLER_PORTS, f"{path.name}: {url}"
+            assert url.split("://", 1)[1].startswith("postgres.<ref>:"), "Supavisor's user is postgres.<ref>"
+            assert "sslmode=require" in url, url
+            seen.add(POOLER_PORTS[port])
+        assert not re.search(r"db\.[\w<>.-]*supabase\.co:\d", text), f"{path.name} shows the direct host as a URL"
+    assert seen == {"session", "transaction"}

@@ -138,7 +138,6 @@ def test_a_refusal_of_the_job_queue_names_the_route(client_for, db) -> None:
     assert [error["loc"] for error in body["errors"]] == [["routes", "document-audit", "options", "singletonKey"]]
 
 
-
 def test_without_routes_the_webhook_does_not_start(client_for) -> None:
     with pytest.raises(SystemExit, match="WEBHOOK_ROUTES or WEBHOOK_ROUTES_FILE is not set; webhook needs it"):
         client_for("webhook")
