@@ -88,7 +88,7 @@ def handle_test_job(job: Job) -> dict[str, Any]:
     return _run_one(job)
 
 
-@handler(BATCH_QUEUE, model="batch")
+@handler(BATCH_QUEUE, model="batch", batch_size=500)
 def handle_test_job_batch(jobs: list[Job]) -> list[Any]:
     """Each job of the batch in turn; a job that fails fails alone."""
     outputs: list[Any] = []
