@@ -365,8 +365,10 @@ class Drainer:
         fetching = self._fetched < self._limits.max_jobs and len(self._running) < self._limits.concurrency
         if fetching and self._limits.budget_seconds > 0:
             for state in self._queues.values():
-                if now < state.fetch_until and not state.broken and self._free(state):
+                if now < state.fetch_until and not state.broken:
                     due = state.next_poll if state.dry else now
+                    if not self._free(state):  # its worker processes are busy with another call's jobs
+                        due = max(due, now + self._limits.poll_seconds)
                     if self._outage.down is not None:
                         due = max(due, self._outage.retry_at)
                     wake = min(wake, due)

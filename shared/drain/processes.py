@@ -14,7 +14,9 @@ stdin and stdout, so nothing but JSON crosses the boundary.
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -59,6 +61,7 @@ class _Worker:
         self.task: _Task | None = None  # assigned to it (under the pool's lock), sent or not
         self._sent: Key | None = None
         self._given_up: set[Key] = set()
+        self._closed = False
         self.process = self._spawn()
         threading.Thread(target=self._serve, name=f"drain-worker-{number}", daemon=True).start()
 
@@ -85,7 +88,8 @@ class _Worker:
         for stream in (old.stdin, old.stdout):
             if stream is not None:
                 stream.close()
-        self.process = self._spawn()
+        if not self._closed:
+            self.process = self._spawn()
 
     def run(self, task: _Task) -> None:
         self._requests.put(task)
@@ -109,12 +113,14 @@ class _Worker:
     def close(self) -> None:
         self._requests.put(None)
         with self._lock:
-            self.process.kill()
-            self.process.wait(_KILL_SECONDS)
+            self._closed = True
+            self._replace()
 
     def _exchange(self, request: str) -> dict[str, Any] | None:
         """Send one request and wait for its answer; None when the process died meanwhile."""
         with self._lock:
+            if self._closed:
+                return None
             if self.process.poll() is not None:  # died while idle (out of memory, say)
                 self._replace()
             process = self.process
@@ -149,8 +155,10 @@ class _Worker:
             given_up = task.key in self._given_up
             self._given_up.discard(task.key)
             self._sent = None
-            exit_code = self.process.poll()
-            if answer is None and not given_up:
+            exit_code = None
+            if answer is None and not given_up:  # it died on its own: a crash, os._exit
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    exit_code = self.process.wait(_KILL_SECONDS)
                 self._replace()
         self._pool.release(self)
         if given_up:  # drain has failed the job already; tell it only that this worker is free
@@ -183,7 +191,7 @@ class ProcessPool:
 
     def free(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.task is None) - len(self._waiting)
+            return max(0, sum(1 for w in self._workers if w.task is None) - len(self._waiting))
 
     def check(self, handlers: Iterable[Handler]) -> None:
         """Refuse (ConfigError) a process handler a worker process cannot load, before its first job."""
@@ -245,4 +253,5 @@ def process_pool() -> ProcessPool:
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPool(len(os.sched_getaffinity(0)))
+            atexit.register(_pool.close)
         return _pool

@@ -17,6 +17,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from datetime import datetime
@@ -46,10 +48,18 @@ def decode_job(values: dict[str, Any]) -> Job:
 def main() -> None:
     """The worker's life: answer each request until the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # what handlers print goes to stderr, not into the answers
     for line in sys.stdin:
         _answer(answers, _handle(json.loads(line)))
+
+
+def _exit_with(parent: int) -> None:
+    """End this process when its parent has gone, even while a handler is stuck in a loop."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 _functions: dict[tuple[str, str], Callable[..., Any]] = {}

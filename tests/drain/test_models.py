@@ -198,7 +198,8 @@ def test_a_stuck_process_is_killed_at_its_expiry_replaced_and_its_job_retried(ru
     assert all(alive(pid) for pid in after) and len(after) == pool.size
 
     make_due(db, "parser")
-    db.run(f"UPDATE {SCHEMA}.job SET data = '{{\"n\": 2}}' WHERE id = :id::uuid", {"id": stuck})
+    # This time it does not hang, and has time for a fresh worker to start on a loaded machine.
+    db.run(f"UPDATE {SCHEMA}.job SET data = '{{\"n\": 2}}', expire_seconds = 60 WHERE id = :id::uuid", {"id": stuck})
     assert run_drain(registry).queues["parser"].completed == 1  # the replacement works
 
 
@@ -219,7 +220,7 @@ def test_the_budget_end_kills_a_stuck_process_and_interrupts_a_batch_midway(run_
     (stuck,) = send(boss, "parser", 1, {"hang": True})
     batch = send(boss, "embed", 4)
 
-    summary = run_drain(registry, budget_seconds=1.5, stop_fetching_seconds=1.0, concurrency=10)
+    summary = run_drain(registry, budget_seconds=3, stop_fetching_seconds=1.0, concurrency=10)
 
     assert started.is_set()
     assert summary.stopped == "budget"
@@ -356,3 +357,23 @@ def test_a_process_handler_a_worker_cannot_import_is_refused_before_any_job(run_
     finally:
         del sys.modules[module.__name__]
     assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'phantom'")[0]["n"] == 0
+
+
+def exit_at_once(job: Job) -> None:
+    os._exit(3)  # what a crash in a C extension looks like from outside
+
+
+def test_a_worker_process_that_dies_fails_its_job_and_is_replaced(run_drain, boss, db) -> None:
+    registry = Registry()
+    registry.handler("crashing", model="process", retry_limit=0)(exit_at_once)
+    run_drain(registry)
+    pool = process_pool()
+    (job_id,) = send(boss, "crashing", 1)
+
+    summary = run_drain(registry)
+
+    assert summary.queues["crashing"].failed == 1
+    row = job_row(db, "crashing", job_id)
+    assert (row["state"], row["output"]["name"]) == ("failed", "WorkerDied")
+    assert "exit code 3" in row["output"]["message"]
+    assert len(pool.pids()) == pool.size and all(alive(pid) for pid in pool.pids())
