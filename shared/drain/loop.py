@@ -294,14 +294,15 @@ class Drainer:
         return min(size, self._free(state))
 
     def _start(self, state: QueueState, job: Job, fetched_at: float) -> None:
-        key = self._track(state, job, Attempt(job), fetched_at + job.expire_seconds, fetched_at)
+        attempt = Attempt(job)
+        key = self._track(state, job, attempt, fetched_at + job.expire_seconds, fetched_at)
         handler = state.handler
         if handler.model == "async":
-            self._async.submit(key, handler, self._running[key].attempt)
+            self._async.submit(key, handler, attempt)
         elif handler.model == "process" and self._processes is not None:
             self._processes.submit(key, handler, job, self._events)
         else:
-            self._pool.submit(key, handler, self._running[key].attempt)
+            self._pool.submit(key, handler, attempt)
 
     def _start_batch(self, state: QueueState, jobs: list[Job], fetched_at: float) -> None:
         # As pg-boss's work(): a batch has until the longest expire_seconds among its jobs.
