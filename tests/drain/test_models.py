@@ -262,15 +262,18 @@ def test_a_long_process_handler_on_a_heartbeat_queue_keeps_its_job_alive(run_dra
     assert job_row(db, "beating", job_id)["state"] == "completed"
 
 
-def test_process_handlers_run_in_other_processes_and_cpu_work_runs_there(run_drain, boss, db) -> None:
+def test_process_handlers_run_in_worker_processes_kept_across_calls(run_drain, boss, db) -> None:
     registry = Registry()
     registry.handler("pids", model="process")(report_pid)
     run_drain(registry)
-    send(boss, "pids", 6)
-    summary = run_drain(registry)
-    assert summary.queues["pids"].completed == 6
+    workers = process_pool().pids()
+    assert len(workers) == len(os.sched_getaffinity(0))  # one per CPU
+    for _call in range(2):
+        send(boss, "pids", 6)
+        assert run_drain(registry).queues["pids"].completed == 6
     pids = {row["output"]["pid"] for row in db.run(f"SELECT output FROM {SCHEMA}.job WHERE name = 'pids'")}
-    assert pids and os.getpid() not in pids and pids <= set(process_pool().pids())
+    assert pids and os.getpid() not in pids and pids <= set(workers)
+    assert process_pool().pids() == workers  # the same processes served both calls
 
 
 def report_pid(job: Job) -> dict[str, int]:
