@@ -216,7 +216,12 @@ def test_a_killed_database_connection_mid_call_loses_no_job(run_drain, boss, db,
     own = db.run("SELECT pg_backend_pid() AS pid")[0]["pid"]
 
     def kill_drain_backends() -> None:
-        time.sleep(0.25)  # handlers are running now
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not admin.run(  # the listener is listening, handlers run
+            "SELECT 1 FROM pg_stat_activity WHERE datname = :db AND query LIKE 'LISTEN%'", db=database
+        ):
+            time.sleep(0.02)
+        time.sleep(0.1)
         admin.run(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = :db AND application_name = 'manda-processing' AND pid <> :own",
