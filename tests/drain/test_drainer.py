@@ -276,7 +276,7 @@ def test_polling_finds_a_job_sent_mid_call_when_it_cannot_listen(run_drain, boss
     run_drain(registry)
     threading.Timer(0.4, send, args=(boss, "polled", 1)).start()
 
-    summary = run_drain(registry, budget_seconds=1.5, stop_fetching_seconds=0.5, poll_seconds=0.05)
+    summary = run_drain(registry, budget_seconds=3, stop_fetching_seconds=0.5, poll_seconds=0.05)
 
     assert (summary.queues["polled"].completed, summary.wake) == (1, "poll")
 
