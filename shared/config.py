@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     drain_stop_fetching_seconds: float = Field(2, alias="DRAIN_STOP_FETCHING_SECONDS", ge=0)
     drain_max_jobs: int = Field(1000, alias="DRAIN_MAX_JOBS", ge=1, le=100_000)
     drain_batch_size: int = Field(10, alias="DRAIN_BATCH_SIZE", ge=1, le=1000)
-    drain_concurrency: int = Field(10, alias="DRAIN_CONCURRENCY", ge=1, le=256)
+    drain_concurrency: int = Field(10, alias="DRAIN_CONCURRENCY", ge=1, le=1000)
     # auto: LISTEN unless the URL points at Supabase's transaction pooler (port 6543).
     drain_listen: Literal["auto", "on", "off"] = Field("auto", alias="DRAIN_LISTEN")
     drain_listen_database_url: SecretStr | None = Field(None, alias="DRAIN_LISTEN_DATABASE_URL")

@@ -8,16 +8,19 @@ One call of ``drain`` is one ``Drainer.run`` (``loop``). Its shape:
   jobs active for ever even when no Node supervisor runs. A database that cannot be
   reached here ends the call before anything is claimed.
 * **Loop**, on this (the request's) thread, which alone talks to the database through
-  the instance's one connection. Handlers run on a pool of threads started as needed,
-  at most ``concurrency`` at once, and report back through one event queue; the loop fetches
-  only as many jobs as there are free handler slots, so nothing claimed sits waiting
-  while its expiry clock runs. Queues take turns, each fetch round starting one queue
+  the instance's one connection. Each handler runs as its model says: thread and
+  batch handlers on a pool of threads started as needed, async handlers as tasks on
+  the call's one event loop, process handlers in the instance's worker processes; at
+  most ``concurrency`` jobs at once, all reporting back through one event queue. The
+  loop fetches only as many jobs as there are free slots (and idle worker processes),
+  so nothing claimed sits waiting while its expiry clock runs. Queues take turns, each fetch round starting one queue
   further on and giving each queue with due jobs an equal share of the free slots, so
   one busy queue cannot starve the others. Finished jobs are settled in batches per
   queue (``complete`` / ``fail``, fenced on the fetched attempt, with pg-boss's retry,
   backoff and dead-letter bookkeeping). A handler that outlives its job's
-  ``expire_seconds`` is failed as timed out; a job with ``heartbeat_seconds`` is
-  touched every half heartbeat while its handler runs.
+  ``expire_seconds`` is failed as timed out (its task cancelled, its worker process
+  killed); a job with ``heartbeat_seconds`` is touched every half heartbeat while its
+  handler runs.
 * **Watch.** With a budget, a call that runs out of due jobs keeps watching until its
   budget ends, so calls made every minute give continuous coverage. It wakes on
   pg-boss's own NOTIFY (a listener thread on a connection of its own, LISTENing on the
@@ -39,7 +42,8 @@ the held jobs running, and retries their settling with backoff until the budget 
 
 Modules, one job each: ``limits`` (what bounds a call), ``summary`` (what a call
 answers), ``queues`` (creating the handlers' queues), ``listener`` (the NOTIFY
-thread), ``pool`` (the handler threads), ``events`` (what those threads report),
+thread), ``pool`` (the handler threads), ``async_runner`` (the call's event loop),
+``processes`` and ``worker`` (the worker processes, each side), ``events`` (what they report),
 ``state`` (what the loop tracks per queue and per running job), ``outage`` (pausing
 and backing off while the database is away), ``settling`` (complete, fail, touch in batches),
 ``failures`` (the errors drain fails a job with) and ``loop`` (the ``Drainer``).

@@ -1,4 +1,4 @@
-"""What the handler and listener threads report to the loop, through its one event queue.
+"""What the handlers, worker processes and the listener report to the loop, through its one event queue.
 
 Only the loop's thread touches the database and the loop's state; other threads speak
 to it solely through these events.
@@ -19,6 +19,19 @@ class Finished:
     key: Key
     ok: bool
     value: Any
+
+
+@dataclass(frozen=True)
+class BatchFinished:
+    """A batch handler returned or raised: per job of the batch, ``(ok, output or error)``."""
+
+    keys: list[Key]
+    results: list[tuple[bool, Any]]
+
+
+@dataclass(frozen=True)
+class WorkerFree:
+    """A worker process is idle again after drain gave up on its job: there is room to fetch."""
 
 
 @dataclass(frozen=True)

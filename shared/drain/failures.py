@@ -11,3 +11,11 @@ class DrainStopped(Exception):
 
 class HandlerOutputInvalid(Exception):
     """The handler returned something that cannot be stored as JSON."""
+
+
+class BatchJobFailed(Exception):
+    """A batch handler failed this job of its batch with a message (``Failed("...")``)."""
+
+
+class WorkerDied(Exception):
+    """The worker process running the handler exited before answering (a crash, os._exit, a kill)."""

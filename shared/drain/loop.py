@@ -1,8 +1,9 @@
 """The loop of one drain call: fetch into free handler slots, collect results, settle, watch.
 
 It runs on the request's thread, which alone talks to the database through the
-instance's one connection; handlers and the listener run on threads of their own and
-report through one event queue (see ``shared.drain`` for the call's shape).
+instance's one connection; handlers (on threads, on the call's event loop or in the
+instance's worker processes, as each handler's model says) and the listener report
+through one event queue (see ``shared.drain`` for the call's shape).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from shared.db import Database
-from shared.drain.events import Finished, Key, ListenerLost, Woken
+from shared.drain.async_runner import AsyncRunner
+from shared.drain.events import BatchFinished, Finished, Key, ListenerLost, Woken, WorkerFree
 from shared.drain.failures import DrainStopped, HandlerTimedOut
 from shared.drain.limits import Limits
 from shared.drain.listener import Listener
 from shared.drain.outage import OutageGuard
 from shared.drain.pool import HandlerPool
+from shared.drain.processes import ProcessPool, process_pool
 from shared.drain.queues import HandlerQueues
 from shared.drain.settling import Settler
 from shared.drain.state import QueueState, Running
@@ -61,6 +64,8 @@ class Drainer:
         self._listener: Listener | None = None
         self._listening = False
         self._pool = HandlerPool(self._events)
+        self._async = AsyncRunner(self._events)
+        self._processes: ProcessPool | None = None  # the instance's, when a process handler is in the call
         self._outage = OutageGuard(clock)
         self._settler = Settler(boss, self._outage)
 
@@ -81,6 +86,10 @@ class Drainer:
         self._order = [handler.queue for handler in handlers]
         summary = Summary({name: state.stats for name, state in self._queues.items()})
 
+        in_processes = [handler for handler in handlers if handler.model == "process"]
+        if in_processes:
+            self._processes = process_pool()
+            self._processes.check(in_processes)
         self._prepare()
         if limits.budget_seconds > 0 and self._open_listener_db is not None:
             self._listener = Listener(
@@ -92,6 +101,7 @@ class Drainer:
         finally:
             self._finish(hard_end)
             self._pool.close()
+            self._async.close()
             if self._listener is not None:
                 self._listener.stop()
         summary.wake = "listen" if self._listening else "poll"
@@ -157,9 +167,8 @@ class Drainer:
     def _finish(self, hard_end: float) -> None:
         """Fail what still runs, then settle everything held, retrying for a little while."""
         self._take_events(block_for=None)  # what finished in time is settled as it ended
-        for key in list(self._running):
-            run = self._running.pop(key)
-            run.attempt.stop.set()
+        for key, run in list(self._running.items()):
+            self._give_up(key, run)
             state = self._queues[key[0]]
             state.stats.interrupted += 1
             state.fails.append(
@@ -190,18 +199,12 @@ class Drainer:
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, Finished):
-            run = self._running.pop(event.key, None)
-            if run is None:
-                return  # given up on already (timed out, or the job left us); the fence drops it
-            state = self._queues[event.key[0]]
-            if event.ok:
-                state.completes.append((run.job, event.value))
-            else:
-                log.warning(
-                    f"handler of {state.name!r} failed job {run.job.id}: {type(event.value).__name__}: {event.value}",
-                    extra={"fields": {"queue": state.name, "job_id": run.job.id}},
-                )
-                state.fails.append((run.job, event.value))
+            self._finished(event.key, event.ok, event.value)
+        elif isinstance(event, BatchFinished):
+            for key, (ok, value) in zip(event.keys, event.results, strict=True):
+                self._finished(key, ok, value)
+        elif isinstance(event, WorkerFree):
+            pass  # taking the event was the point: the loop goes round and fetches
         elif isinstance(event, Woken):
             targets = self._queues.values() if event.queue is None else [self._queues.get(event.queue)]
             for target in targets:
@@ -215,6 +218,24 @@ class Drainer:
             for state in self._queues.values():
                 state.dry = False
 
+    def _finished(self, key: Key, ok: bool, value: Any) -> None:
+        run = self._running.pop(key, None)
+        if run is None:
+            return  # given up on already (timed out, or the job left us); the fence drops it
+        state = self._queues[key[0]]
+        if ok:
+            state.completes.append((run.job, value))
+            return
+        if isinstance(value, dict):  # a worker process's {name, message, stack}
+            why = f"{value.get('name')}: {value.get('message')}"
+        else:
+            why = f"{type(value).__name__}: {value}"
+        log.warning(
+            f"handler of {state.name!r} failed job {run.job.id}: {why}",
+            extra={"fields": {"queue": state.name, "job_id": run.job.id}},
+        )
+        state.fails.append((run.job, value))
+
     # -- fetching ---------------------------------------------------------------------------
 
     def _fetch_round(self) -> None:
@@ -224,7 +245,7 @@ class Drainer:
                 return
             now = self._clock()
             in_turn = (self._queues[name] for name in self._order)
-            eligible = [s for s in in_turn if not (s.dry or s.broken) and now < s.fetch_until]
+            eligible = [s for s in in_turn if not (s.dry or s.broken) and now < s.fetch_until and self._free(s)]
             room = min(limits.concurrency - len(self._running), limits.max_jobs - self._fetched)
             if room <= 0 or not eligible:
                 return
@@ -232,9 +253,11 @@ class Drainer:
             self._order.append(self._order.pop(0))  # the next round starts one queue further on
             for state in eligible:
                 room = min(limits.concurrency - len(self._running), limits.max_jobs - self._fetched)
-                wanted = min(limits.batch_size, share, room)
-                if wanted <= 0:
+                if room <= 0:
                     return
+                wanted = min(self._fetch_size(state), share, room)
+                if wanted <= 0:
+                    continue
                 fetched_at = self._clock()
                 try:
                     jobs = self._outage.run(partial(self._boss.fetch, state.name, wanted))
@@ -247,8 +270,11 @@ class Drainer:
                     continue
                 if jobs is None:
                     return
-                for job in jobs:
-                    self._start(state, job, fetched_at)
+                if state.handler.model != "batch":
+                    for job in jobs:
+                        self._start(state, job, fetched_at)
+                elif jobs:
+                    self._start_batch(state, jobs, fetched_at)
                 if len(jobs) < wanted:
                     state.dry = True
                     state.next_poll = self._clock() + self._poll_interval(state)
@@ -258,19 +284,55 @@ class Drainer:
             return self._limits.listen_poll_seconds
         return self._limits.poll_seconds
 
+    def _free(self, state: QueueState) -> int:
+        """How many more jobs the queue's handler can start now, whatever the call's room."""
+        if state.handler.model == "process" and self._processes is not None:
+            return self._processes.free()
+        return self._limits.concurrency
+
+    def _fetch_size(self, state: QueueState) -> int:
+        """Most jobs one fetch of this queue claims: a batch handler's batch, else DRAIN_BATCH_SIZE."""
+        handler = state.handler
+        size = handler.batch_size if handler.model == "batch" else self._limits.batch_size
+        return min(size, self._free(state))
+
     def _start(self, state: QueueState, job: Job, fetched_at: float) -> None:
+        attempt = Attempt(job)
+        key = self._track(state, job, attempt, fetched_at + job.expire_seconds, fetched_at)
+        handler = state.handler
+        if handler.model == "async":
+            self._async.submit(key, handler, attempt)
+        elif handler.model == "process" and self._processes is not None:
+            self._processes.submit(key, handler, job, self._events)
+        else:
+            self._pool.submit(key, handler, attempt)
+
+    def _start_batch(self, state: QueueState, jobs: list[Job], fetched_at: float) -> None:
+        # As pg-boss's work(): a batch has until the longest expire_seconds among its jobs.
+        expire_at = fetched_at + max(job.expire_seconds for job in jobs)
+        attempt = Attempt(list(jobs))
+        keys = [self._track(state, job, attempt, expire_at, fetched_at) for job in jobs]
+        self._pool.submit_batch(keys, state.handler, attempt)
+
+    def _track(self, state: QueueState, job: Job, attempt: Attempt, expire_at: float, fetched_at: float) -> Key:
         self._fetched += 1
         state.stats.fetched += 1
         key = (state.name, job.id, job.retry_count)
-        attempt = Attempt(job)
         heartbeat = job.heartbeat_seconds
         self._running[key] = Running(
-            job,
-            attempt,
-            expire_at=fetched_at + job.expire_seconds,
-            next_touch=fetched_at + heartbeat / 2 if heartbeat else None,
+            job, attempt, expire_at=expire_at, next_touch=fetched_at + heartbeat / 2 if heartbeat else None
         )
-        self._pool.submit(key, state.handler, attempt)
+        return key
+
+    def _give_up(self, key: Key, run: Running) -> None:
+        """Stop tracking a running job: tell its handler, cancel its task, kill its worker process."""
+        del self._running[key]
+        run.attempt.stop.set()
+        model = self._queues[key[0]].handler.model
+        if model == "async":
+            self._async.cancel(key)
+        elif model == "process" and self._processes is not None:
+            self._processes.give_up(key)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -278,8 +340,7 @@ class Drainer:
         for key, run in list(self._running.items()):
             state = self._queues[key[0]]
             if now >= run.expire_at:
-                del self._running[key]
-                run.attempt.stop.set()
+                self._give_up(key, run)
                 state.stats.timed_out += 1
                 log.warning(
                     f"handler of {state.name!r} outlived job {run.job.id}'s expire_seconds "
@@ -310,6 +371,8 @@ class Drainer:
             for state in self._queues.values():
                 if now < state.fetch_until and not state.broken:
                     due = state.next_poll if state.dry else now
+                    if not self._free(state):  # its worker processes are busy with another call's jobs
+                        due = max(due, now + self._limits.poll_seconds)
                     if self._outage.down is not None:
                         due = max(due, self._outage.retry_at)
                     wake = min(wake, due)

@@ -1,6 +1,7 @@
 """Python job handlers that ``drain`` runs, one per pg-boss queue.
 
 Write a handler in a module of this package, decorate it with ``@handler("queue")``
+(``model="batch"``, ``"async"`` or ``"process"`` to run it otherwise than on a thread)
 and list the module in ``HANDLER_MODULES``; see README.md here.
 """
 
@@ -8,18 +9,29 @@ from __future__ import annotations
 
 import importlib
 
-from shared.handlers.registry import Attempt, Handler, Registry, queue_options, sleep, stopping
+from shared.handlers.registry import (
+    Attempt,
+    Failed,
+    Handler,
+    Registry,
+    queue_options,
+    sleep,
+    sleep_async,
+    stopping,
+)
 
 __all__ = [
     "HANDLERS",
     "HANDLER_MODULES",
     "Attempt",
+    "Failed",
     "Handler",
     "Registry",
     "handler",
     "load",
     "queue_options",
     "sleep",
+    "sleep_async",
     "stopping",
 ]
 

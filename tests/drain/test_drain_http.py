@@ -205,3 +205,17 @@ def test_a_database_without_pg_boss_is_503(drain_client, empty_database_url, db)
     response = drain_client(DATABASE_URL=empty_database_url).post({"budgetSeconds": 0})
     assert response.status_code == 503
     assert count_jobs(db) == 0
+
+
+def test_one_call_drains_the_test_job_and_its_three_twins(drain_client, node_boss) -> None:
+    drain = drain_client()
+    queues = ["test-job", "test-job-batch", "test-job-async", "test-job-process"]
+    drain.post({"budgetSeconds": 0, "queues": queues})  # creates the queues
+    sent = {queue: [node_boss.call("send", queue, {"queue": queue, "n": n}) for n in range(3)] for queue in queues}
+
+    body = drain.post({"budgetSeconds": 0, "queues": queues}).get_json()
+
+    assert {queue: body["queues"][queue]["completed"] for queue in queues} == dict.fromkeys(queues, 3)
+    for queue, ids in sent.items():
+        for n, job_id in enumerate(ids):
+            assert node_boss.call("getJobById", queue, job_id)["output"] == {"echo": {"queue": queue, "n": n}}

@@ -68,13 +68,14 @@ def test_failures_back_off_exponentially_then_fail_and_copy_to_the_dead_letter_q
 def test_a_handler_past_expire_seconds_is_failed_as_timed_out_and_its_late_result_fenced(run_drain, boss, db) -> None:
     registry = Registry()
     seen: list[Job] = []
+    gave_up: list[bool] = []
     finished = threading.Event()
 
     @registry.handler("slow", expire_in_seconds=1, retry_limit=1, retry_delay=60)
     def slow(job: Job) -> dict:
         seen.append(job)
-        sleep(2)  # ends early: drain gives up on it after a second
-        assert stopping()
+        gave_up.append(sleep(30))  # True: drain gave up on it (after a second) before the 30 s were up
+        gave_up.append(stopping())
         finished.set()
         return {"late": True}
 
@@ -83,9 +84,10 @@ def test_a_handler_past_expire_seconds_is_failed_as_timed_out_and_its_late_resul
     started = time.monotonic()
     summary = run_drain(registry)
 
-    assert 0.9 < time.monotonic() - started < 2.5
+    assert time.monotonic() - started > 0.9
     assert (summary.queues["slow"].timed_out, summary.queues["slow"].retried) == (1, 1)
     assert finished.wait(5)
+    assert gave_up == [True, True]
     row = job_row(db, "slow", job_id)
     assert row["state"] == "retry"
     assert "timed out" in row["output"]["message"]
@@ -188,10 +190,11 @@ def test_two_overlapping_drains_and_a_node_worker_complete_each_job_exactly_once
     for thread in drains:
         thread.join(timeout=30)
     node_boss.off_work("shared")
+    summaries.append(run_drain(registry))  # on a loaded machine, what the race left behind
 
     by_node = [job["id"] for job in node_boss.received("shared")]
     by_python = [job_id for job_id, _ in handled]
-    assert len(summaries) == 2 and by_python and by_node
+    assert len(summaries) == 3 and by_python and by_node
     assert Counter(by_python + by_node) == Counter(ids)  # each job handled once, by someone
     assert states(db, "shared") == Counter({"completed": 300})
     assert sum(s.queues["shared"].completed for s in summaries) == len(by_python)
@@ -213,7 +216,12 @@ def test_a_killed_database_connection_mid_call_loses_no_job(run_drain, boss, db,
     own = db.run("SELECT pg_backend_pid() AS pid")[0]["pid"]
 
     def kill_drain_backends() -> None:
-        time.sleep(0.25)  # handlers are running now
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not admin.run(  # the listener is listening, handlers run
+            "SELECT 1 FROM pg_stat_activity WHERE datname = :db AND query LIKE 'LISTEN%'", db=database
+        ):
+            time.sleep(0.02)
+        time.sleep(0.1)
         admin.run(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = :db AND application_name = 'manda-processing' AND pid <> :own",
@@ -268,7 +276,7 @@ def test_polling_finds_a_job_sent_mid_call_when_it_cannot_listen(run_drain, boss
     run_drain(registry)
     threading.Timer(0.4, send, args=(boss, "polled", 1)).start()
 
-    summary = run_drain(registry, budget_seconds=1.5, stop_fetching_seconds=0.5, poll_seconds=0.05)
+    summary = run_drain(registry, budget_seconds=3, stop_fetching_seconds=0.5, poll_seconds=0.05)
 
     assert (summary.queues["polled"].completed, summary.wake) == (1, "poll")
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 
 from shared.errors import ConfigError
-from shared.handlers import HANDLERS, Attempt, Registry, load, sleep, stopping
-from shared.handlers.echo import RequestedFailure
+from shared.handlers import HANDLERS, Attempt, Failed, Registry, load, sleep, stopping
+from shared.handlers.echo import RequestedFailure, burn
 from shared.handlers.registry import run_attempt
 from shared.pgboss.models import Job, QueuePolicy
 
@@ -115,3 +116,49 @@ def test_a_sleeping_handler_returns_early_when_drain_gives_up() -> None:
 def test_stopping_and_sleep_outside_a_drain() -> None:
     assert stopping() is False
     assert sleep(0) is False
+
+
+def test_every_twin_of_the_test_job_is_shipped_with_its_model() -> None:
+    registry = load()
+    models = {name: registry.get(name).model for name in registry.names() if name.startswith("test-job")}
+    assert models == {
+        "test-job": "thread",
+        "test-job-batch": "batch",
+        "test-job-async": "async",
+        "test-job-process": "process",
+    }
+
+
+def test_the_twins_answer_the_same_data_the_same_way() -> None:
+    registry = load()
+    jobs = [job({"hello": 1}), job({"fail": True}), job({"burn": 0.01, "n": 2})]
+    assert registry.get("test-job")(jobs[0]) == {"echo": {"hello": 1}}
+    assert registry.get("test-job-process")(jobs[2]) == {"echo": {"burn": 0.01, "n": 2}}
+    assert asyncio.run(registry.get("test-job-async")(jobs[2])) == {"echo": {"burn": 0.01, "n": 2}}
+    first, failed, third = registry.get("test-job-batch")(jobs)
+    assert (first, third) == ({"echo": {"hello": 1}}, {"echo": {"burn": 0.01, "n": 2}})
+    assert isinstance(failed, Failed) and isinstance(failed.error, RequestedFailure)
+    with pytest.raises(RequestedFailure):
+        asyncio.run(registry.get("test-job-async")(jobs[1]))
+    with pytest.raises(ValueError, match="burn"):
+        registry.get("test-job")(job({"burn": -1}))
+
+
+def test_only_the_process_twin_accepts_hang() -> None:
+    registry = load()
+    with pytest.raises(ValueError, match="only for test-job-process"):
+        registry.get("test-job")(job({"hang": True}))
+    with pytest.raises(ValueError, match="only for test-job-process"):
+        asyncio.run(registry.get("test-job-async")(job({"hang": True})))
+    (refused,) = registry.get("test-job-batch")([job({"hang": True})])
+    assert isinstance(refused, Failed) and "only for test-job-process" in str(refused.error)
+
+
+def test_burn_spends_cpu_time_and_stops_when_drain_gives_up() -> None:
+    started = time.thread_time()
+    assert burn(0.05) is False
+    assert time.thread_time() - started >= 0.05
+    handler = load().get("test-job")
+    attempt = Attempt(job({"burn": 30}))
+    threading.Timer(0.05, attempt.stop.set).start()
+    assert run_attempt(handler, attempt) == {"echo": {"burn": 30}, "stopped": True}
