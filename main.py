@@ -14,6 +14,7 @@ from functions.drain import drain  # noqa: E402
 from functions.enqueue import enqueue  # noqa: E402
 from functions.health import health  # noqa: E402
 from functions.ready import ready  # noqa: E402
+from functions.supervise import supervise  # noqa: E402
 from functions.webhook import webhook  # noqa: E402
 
-__all__ = ["drain", "enqueue", "health", "ready", "webhook"]
+__all__ = ["drain", "enqueue", "health", "ready", "supervise", "webhook"]
