@@ -27,7 +27,7 @@ from shared.secrets import resolve_secret_references
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 
 # pg-boss's background passes, in the order one supervision round runs them.
-SUPERVISION_PASSES = ("monitor", "maintain", "flows", "cron", "send_it")
+SUPERVISION_PASSES = ("monitor", "maintain", "flows", "cron", "send_it", "bam")
 
 
 def _split_csv(value: Any) -> Any:
@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     )
     supervise_flow_interval_seconds: float = Field(5, alias="SUPERVISE_FLOW_INTERVAL_SECONDS", ge=1, le=86_400)
     supervise_cron_interval_seconds: float = Field(30, alias="SUPERVISE_CRON_INTERVAL_SECONDS", ge=1, le=45)
+    supervise_bam_interval_seconds: float = Field(60, alias="SUPERVISE_BAM_INTERVAL_SECONDS", ge=1, le=86_400)
     supervise_deletion_batch: int = Field(10_000, alias="SUPERVISE_DELETION_BATCH", ge=100, le=100_000)
 
     # --- logging ----------------------------------------------------------------

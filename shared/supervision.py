@@ -26,6 +26,7 @@ def plan_from_settings(settings: Settings, budget_seconds: float) -> Plan:
             maintain=settings.supervise_maintain_interval_seconds,
             flows=settings.supervise_flow_interval_seconds,
             cron=settings.supervise_cron_interval_seconds,
+            bam=settings.supervise_bam_interval_seconds,
         ),
         budget_seconds=budget_seconds,
         deletion_batch=settings.supervise_deletion_batch,

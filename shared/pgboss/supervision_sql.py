@@ -452,3 +452,80 @@ UPDATE {schema}.job
 SET completed_on = {schema}.job_now(), state = 'completed', output = NULL
 WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state = 'active'
 """
+
+# pg-boss 12.38 trySetBamTime(): the claim of the background index builder (every 60 s).
+CLAIM_BAM = _claim_version("bam_on")
+
+# pg-boss 12.38 getNextBamCommand() (the PostgreSQL variant, which tells a live build
+# from a dead one by its lock on the table): claim the next command. Pending commands
+# go first (oldest first), then failed ones and in-progress ones that are over 5
+# minutes old with no build holding the table; a command waits for earlier commands of
+# its migration on the same table; nothing is claimed while a live build runs. With
+# :pending_only (every claim after the first of a pass) only pending ones are taken.
+# Run under the 'bamClaim' advisory lock, as pg-boss does.
+CLAIM_BAM_COMMAND = """
+WITH candidate AS (
+  SELECT c.id, c.status AS prior_status, c.started_on AS prior_started_on
+  FROM {schema}.bam c
+  WHERE (c.status = 'pending'
+      OR (NOT CAST(:pending_only AS boolean) AND (c.status = 'failed'
+        OR (c.status = 'in_progress' AND c.started_on < {schema}.job_now() - interval '300 seconds'
+          AND NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation = to_regclass(quote_ident(:schema_name) || '.' || quote_ident(c.table_name)))))))
+    AND NOT EXISTS (
+      SELECT 1 FROM {schema}.bam p
+      WHERE p.version = c.version AND p.table_name = c.table_name
+        AND p.created_on < c.created_on AND p.status <> 'completed')
+    AND NOT EXISTS (
+      SELECT 1 FROM {schema}.bam g
+      WHERE g.status = 'in_progress'
+        AND NOT (g.started_on < {schema}.job_now() - interval '300 seconds'
+          AND NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation = to_regclass(quote_ident(:schema_name) || '.' || quote_ident(g.table_name)))))
+  ORDER BY (c.status <> 'pending'), c.created_on
+  LIMIT 1
+  FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE {schema}.bam b
+SET status = 'in_progress', started_on = {schema}.job_now()
+FROM candidate
+WHERE b.id = candidate.id AND b.status = candidate.prior_status
+  AND b.started_on IS NOT DISTINCT FROM candidate.prior_started_on
+RETURNING CAST(b.id AS text) AS id, b.command, candidate.prior_status <> 'pending' AS reattempt
+"""
+
+# pg-boss 12.38 bamHealProbe(): whether an index a command builds exists, and is valid.
+BAM_INDEX_STATE = """
+SELECT NOT i.indisvalid AS invalid
+FROM pg_class c
+JOIN pg_index i ON i.indexrelid = c.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema_name AND c.relname = :index_name
+"""
+
+# pg-boss 12.38 bamHealDrop(): an invalid index left by an interrupted build goes first.
+# {index} is the index name read from the command, checked to be a plain identifier.
+BAM_DROP_INVALID_INDEX = """
+DROP INDEX CONCURRENTLY IF EXISTS {schema}."{index}"
+"""
+
+# pg-boss 12.38 bamCommandTag(): the comment a build runs under, so pg-boss (and an
+# operator) can find it in pg_stat_activity. {id} and {command} come from the bam row.
+BAM_TAGGED_COMMAND = """/* pgboss bam {id} */
+{command}"""
+
+# pg-boss 12.38 setBamCompleted() / setBamFailed().
+SET_BAM_COMPLETED = """
+UPDATE {schema}.bam SET status = 'completed', completed_on = {schema}.job_now(), error = NULL
+WHERE id = CAST(:id AS uuid)
+"""
+SET_BAM_FAILED = """
+UPDATE {schema}.bam SET status = 'failed', error = :error, completed_on = {schema}.job_now()
+WHERE id = CAST(:id AS uuid)
+"""

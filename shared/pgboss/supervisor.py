@@ -15,7 +15,9 @@ with pg-boss 12.38's SQL semantics (statements in ``supervision_sql``):
 * ``cron`` — claimed through ``version.cron_on``: every schedule's due occurrences filed
   as ``__pgboss__send-it`` jobs, one per 60 s slot;
 * ``send_it`` — the send-it worker: those jobs become jobs of their target queues, and
-  ``schedule.last_job_id`` records what each schedule produced.
+  ``schedule.last_job_id`` records what each schedule produced;
+* ``bam`` — claimed through ``version.bam_on``: the index builds pg-boss's migrations
+  left in the ``bam`` table to run in the background (one at a time, oldest first).
 
 Claims and advisory locks are pg-boss's own, so Node supervisors and any number of
 these can run at once and each interval's work is done once. Each pass refuses to run
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +56,8 @@ FLOW_BATCH_SIZE = 1000
 SEND_IT_BATCH = 50
 # pg-boss counts a finished job into retained_count once it is this old (DELTA_LAG).
 RETAINED_LAG_MS = 10_000
+# The index a bam command builds (pg-boss's bamCommandIndexName()).
+_BUILT_INDEX = re.compile(r'CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"?(\w+)"?', re.I)
 # Options stored on a schedule row that are the schedule's own, never send() options.
 _SCHEDULE_ONLY_OPTIONS = ("tz", "key", "missed", "db")
 
@@ -65,6 +70,7 @@ class Intervals:
     maintain: float = 86_400
     flows: float = 5
     cron: float = 30
+    bam: float = 60
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class Supervisor:
             "flows": self._flows,
             "cron": self._cron,
             "send_it": self._send_it,
+            "bam": self._bam,
         }
         for name, step in steps.items():
             if name not in self.plan.passes:
@@ -391,3 +398,51 @@ class Supervisor:
                 error,
             )
             return None
+
+    # -- background index builds -------------------------------------------------------
+
+    def _bam(self, summary: Summary) -> None:
+        if not self._claim_version(supervision_sql.CLAIM_BAM, self.plan.intervals.bam):
+            summary.skipped["bam"] = "claimed elsewhere or not due"
+            return
+        pending_only = False
+        while not self._out_of_time():
+            with self.boss.db.transaction() as tx:
+                tx.run(self._sql(sql.ADVISORY_LOCK), {"key": self.boss.schema + "bamClaim"})
+                claimed = tx.run(
+                    self._sql(supervision_sql.CLAIM_BAM_COMMAND),
+                    {"pending_only": pending_only, "schema_name": self.boss.schema},
+                )
+            if not claimed:
+                return
+            pending_only = True
+            [command] = claimed
+            try:
+                self._build(command)
+            except Exception as error:  # recorded on the row, retried by a later pass
+                self._run(supervision_sql.SET_BAM_FAILED, {"id": command["id"], "error": str(error)})
+                summary.add("bam", "failed")
+            else:
+                self._run(supervision_sql.SET_BAM_COMPLETED, {"id": command["id"]})
+                summary.add("bam", "completed")
+
+    def _build(self, command: dict[str, Any]) -> None:
+        """Run one bam command, healing an invalid index an earlier attempt left behind."""
+        match = _BUILT_INDEX.match(command["command"].strip())
+        index = match.group(1) if match else None
+        if index is not None and command["reattempt"]:
+            state = self._index_state(index)
+            if state and state["invalid"]:
+                self._run(supervision_sql.BAM_DROP_INVALID_INDEX.replace("{index}", index))
+            elif state:
+                return  # built by the attempt that did not live to record it
+        tagged = supervision_sql.BAM_TAGGED_COMMAND.replace("{id}", command["id"])
+        self.boss.db.run(tagged.replace("{command}", command["command"]))
+        if index is not None:
+            state = self._index_state(index)
+            if not state or state["invalid"]:
+                raise RuntimeError(f"index {index} is {'invalid' if state else 'missing'} after the build")
+
+    def _index_state(self, index: str) -> dict[str, Any] | None:
+        rows = self._run(supervision_sql.BAM_INDEX_STATE, {"schema_name": self.boss.schema, "index_name": index})
+        return rows[0] if rows else None

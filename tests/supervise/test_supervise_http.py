@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 
+from shared.config import SUPERVISION_PASSES
 from shared.db import Database
 from tests.conftest import DRAIN_TOKEN
 
@@ -22,7 +23,7 @@ def test_supervise_needs_drains_caller_and_reports_each_pass(
     assert answer.status_code == 200
     body = answer.get_json()
     assert body["rounds"] == 1
-    assert set(body) == {"monitor", "maintain", "flows", "cron", "send_it", "rounds"}
+    assert set(body) == {*SUPERVISION_PASSES, "rounds"}
     again = client.post("/", headers={"Authorization": f"Bearer {DRAIN_TOKEN}"}).get_json()
     assert again["flows"] == {"skipped": "claimed elsewhere or not due"}
     assert db.run("SELECT flow_on IS NOT NULL AS claimed, cron_on IS NOT NULL AS cron FROM pgboss.version") == [
@@ -33,5 +34,5 @@ def test_supervise_needs_drains_caller_and_reports_each_pass(
 def test_passes_can_be_turned_off(client_for: Callable[..., FlaskClient], db: Database) -> None:
     client = client_for("supervise", SUPERVISE_BUDGET_SECONDS="0", SUPERVISE_PASSES="none")
     body = client.post("/", headers={"Authorization": f"Bearer {DRAIN_TOKEN}"}).get_json()
-    assert all(body[name] == {"skipped": "turned off"} for name in ("monitor", "maintain", "flows", "cron", "send_it"))
+    assert all(body[name] == {"skipped": "turned off"} for name in SUPERVISION_PASSES)
     assert db.run("SELECT flow_on, cron_on FROM pgboss.version") == [{"flow_on": None, "cron_on": None}]
