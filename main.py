@@ -19,17 +19,20 @@ from functions.drain import drain
 from functions.enqueue import enqueue
 from functions.health import health
 from functions.ready import ready
+from functions.supervise import supervise
 from functions.webhook import webhook
 from shared import instance, log
 from shared.config import Settings
 from shared.errors import ConfigError
 
-__all__ = ["drain", "enqueue", "health", "ready", "webhook"]
+__all__ = ["drain", "enqueue", "health", "ready", "supervise", "webhook"]
 
 # What each function cannot work without; the others need nothing beyond valid settings.
 STARTUP_CHECKS: dict[str, Callable[[Settings], None]] = {
     "drain": functions.drain.check_settings,
     "enqueue": functions.enqueue.check_settings,
+    # supervise accepts exactly drain's callers.
+    "supervise": functions.drain.check_settings,
     "webhook": functions.webhook.check_settings,
 }
 

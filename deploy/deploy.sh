@@ -5,7 +5,8 @@
 #      that builds the functions' images and the account Cloud Build deploys as;
 #   2. pg-boss's schema, where this package owns it (PGBOSS_MIGRATE=true);
 #   3. the HTTP functions, as Cloud Run functions (gen2);
-#   4. drain's invoker binding and the Cloud Scheduler job that calls it every minute;
+#   4. drain's and supervise's invoker bindings and the Cloud Scheduler jobs that call
+#      them every minute;
 #   5. optionally, Supabase's webhook triggers (WEBHOOK_TRIGGERS=apply).
 #
 #   deploy/deploy.sh ENV [--dry-run] [--set KEY=VALUE]...
@@ -34,8 +35,8 @@ usage() {
 }
 
 # --- the functions ------------------------------------------------------------------------
-# Deploy order: drain before the Scheduler job that calls it.
-FUNCTIONS=(health ready enqueue webhook drain)
+# Deploy order: drain and supervise before the Scheduler jobs that call them.
+FUNCTIONS=(health ready enqueue webhook drain supervise)
 # Settings each function reads from Secret Manager; NAME? only when SECRET_NAME is set.
 # Each function has its own runtime account, which may read these secrets and no others.
 # drain authenticates the Scheduler by its OIDC token (settings below), so DRAIN_TOKEN
@@ -46,11 +47,16 @@ declare -A SECRETS_OF=(
     [enqueue]="DATABASE_URL API_KEYS"
     [webhook]="DATABASE_URL WEBHOOK_SECRET"
     [drain]="DATABASE_URL DRAIN_LISTEN_DATABASE_URL? DRAIN_TOKEN?"
+    [supervise]="DATABASE_URL DRAIN_TOKEN?"
 )
 # public: anyone may call it, and the function checks its own credential (API key,
 # webhook secret) or needs none (health, ready). private: Cloud Run lets through only
-# callers holding roles/run.invoker on it, which for drain is the Scheduler's account.
-declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [webhook]=public [drain]=private)
+# callers holding roles/run.invoker on it, which for drain and supervise is the
+# Scheduler's account.
+declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [webhook]=public [drain]=private
+    [supervise]=private)
+# The private functions the Scheduler calls every minute, each through its own job.
+SCHEDULED=(drain supervise)
 # Settings that hold credentials: never accepted as plain APP_ values.
 SECRET_SETTINGS=(DATABASE_URL API_KEYS WEBHOOK_SECRET DRAIN_TOKEN DRAIN_LISTEN_DATABASE_URL)
 # Keys that size a function; FUNCTION_KEY (e.g. DRAIN_TIMEOUT) overrides KEY for one.
@@ -80,6 +86,11 @@ declare -A conf=(
     [DRAIN_TIMEOUT]=90s
     [DRAIN_CONCURRENCY]=1
     [APP_DRAIN_BUDGET_SECONDS]=80
+    # supervise: pg-boss's background passes in rounds for APP_SUPERVISE_BUDGET_SECONDS,
+    # ending before the next minute's call (overlap would be safe, only wasteful).
+    [SUPERVISE_TIMEOUT]=90s
+    [SUPERVISE_CONCURRENCY]=1
+    [APP_SUPERVISE_BUDGET_SECONDS]=50
     [SECRET_DATABASE_URL]=""
     [SECRET_API_KEYS]=""
     [SECRET_WEBHOOK_SECRET]=""
@@ -119,6 +130,7 @@ declare -A conf=(
     [APP_PGBOSS_SCHEMA]=pgboss
     [APP_LOG_LEVEL]=INFO
     [SCHEDULER_JOB]=processing-drain
+    [SUPERVISE_SCHEDULER_JOB]=processing-supervise
     [SCHEDULE]="* * * * *"
     [SCHEDULER_TIME_ZONE]=Etc/UTC
     # Longer than drain's timeout: the Scheduler must not give up on a drain that is
@@ -455,11 +467,15 @@ for fn in "${FUNCTIONS[@]}"; do
         fi
     done
     if [[ $fn == drain ]]; then
-        # The timeout drain's calls plan against, and who may call it: the Scheduler's
-        # account, with tokens minted for drain's URL. Cloud Run IAM checks them first
-        # (drain is private), so tokens it already verified are trusted too.
+        # The timeout drain's calls plan against.
         timeout=$(size_of drain TIMEOUT)
-        env_vars+=("DRAIN_TIMEOUT_SECONDS=${timeout%s}" "DRAIN_OIDC_AUDIENCES=$drain_url"
+        env_vars+=("DRAIN_TIMEOUT_SECONDS=${timeout%s}")
+    fi
+    if [[ ${ACCESS_OF[$fn]} == private ]]; then
+        # Who may call it (drain's check, shared by supervise): the Scheduler's account,
+        # with tokens minted for the function's own URL. Cloud Run IAM checks them first
+        # (the function is private), so tokens it already verified are trusted too.
+        env_vars+=("DRAIN_OIDC_AUDIENCES=$(function_url "$fn")"
             "DRAIN_OIDC_SERVICE_ACCOUNTS=$scheduler_sa" "DRAIN_OIDC_TRUST_CLOUD_RUN=true")
     fi
     secret_flags=()
@@ -505,36 +521,39 @@ for fn in "${FUNCTIONS[@]}"; do
     run gcloud run services update "$fn" --project="$project" --region="$region" "$invoker_flag" --quiet
 done
 
-# --- 4. drain's caller: the Scheduler -------------------------------------------------------
-show gcloud run services describe drain --project="$project" --region="$region" --format=json
-if ! $dry_run; then
-    # Captured first: grep -q would stop reading early and fail gcloud with SIGPIPE.
-    service=$(gcloud run services describe drain --project="$project" --region="$region" --format=json)
-    [[ $service == *"$drain_url"* ]] ||
-        die "drain does not answer to $drain_url: is PROJECT_NUMBER (${conf[PROJECT_NUMBER]}) right for $project?"
-fi
-retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud run services add-iam-policy-binding drain --project="$project" \
-    --region="$region" --member="serviceAccount:$scheduler_sa" --role=roles/run.invoker --quiet --format=none
+# --- 4. drain's and supervise's caller: the Scheduler ------------------------------------------
+for fn in "${SCHEDULED[@]}"; do
+    url=$(function_url "$fn")
+    show gcloud run services describe "$fn" --project="$project" --region="$region" --format=json
+    if ! $dry_run; then
+        # Captured first: grep -q would stop reading early and fail gcloud with SIGPIPE.
+        service=$(gcloud run services describe "$fn" --project="$project" --region="$region" --format=json)
+        [[ $service == *"$url"* ]] ||
+            die "$fn does not answer to $url: is PROJECT_NUMBER (${conf[PROJECT_NUMBER]}) right for $project?"
+    fi
+    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud run services add-iam-policy-binding "$fn" --project="$project" \
+        --region="$region" --member="serviceAccount:$scheduler_sa" --role=roles/run.invoker --quiet --format=none
 
-job_flags=(
-    --project="$project" --location="$region"
-    --schedule="${conf[SCHEDULE]}" --time-zone="${conf[SCHEDULER_TIME_ZONE]}"
-    --uri="$drain_url" --http-method=POST
-    --oidc-service-account-email="$scheduler_sa" --oidc-token-audience="$drain_url"
-    --attempt-deadline="${conf[SCHEDULER_ATTEMPT_DEADLINE]}"
-    --max-retry-attempts="${conf[SCHEDULER_MAX_RETRY_ATTEMPTS]}"
-    --min-backoff="${conf[SCHEDULER_MIN_BACKOFF]}" --max-backoff="${conf[SCHEDULER_MAX_BACKOFF]}"
-    --max-doublings="${conf[SCHEDULER_MAX_DOUBLINGS]}"
-    --description="Calls manda-processing drain; overlapping calls are safe"
-    --quiet
-)
-job=${conf[SCHEDULER_JOB]}
-# Retried too: the job names the Scheduler's account, which may be new.
-if exists gcloud scheduler jobs describe "$job" --project="$project" --location="$region"; then
-    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs update http "$job" "${job_flags[@]}"
-else
-    retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs create http "$job" "${job_flags[@]}"
-fi
+    job_flags=(
+        --project="$project" --location="$region"
+        --schedule="${conf[SCHEDULE]}" --time-zone="${conf[SCHEDULER_TIME_ZONE]}"
+        --uri="$url" --http-method=POST
+        --oidc-service-account-email="$scheduler_sa" --oidc-token-audience="$url"
+        --attempt-deadline="${conf[SCHEDULER_ATTEMPT_DEADLINE]}"
+        --max-retry-attempts="${conf[SCHEDULER_MAX_RETRY_ATTEMPTS]}"
+        --min-backoff="${conf[SCHEDULER_MIN_BACKOFF]}" --max-backoff="${conf[SCHEDULER_MAX_BACKOFF]}"
+        --max-doublings="${conf[SCHEDULER_MAX_DOUBLINGS]}"
+        --description="Calls manda-processing $fn; overlapping calls are safe"
+        --quiet
+    )
+    if [[ $fn == drain ]]; then job=${conf[SCHEDULER_JOB]}; else job=${conf[SUPERVISE_SCHEDULER_JOB]}; fi
+    # Retried too: the job names the Scheduler's account, which may be new.
+    if exists gcloud scheduler jobs describe "$job" --project="$project" --location="$region"; then
+        retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs update http "$job" "${job_flags[@]}"
+    else
+        retry "${conf[IAM_RETRY_ATTEMPTS]}" gcloud scheduler jobs create http "$job" "${job_flags[@]}"
+    fi
+done
 
 # --- 5. Supabase's webhook triggers -------------------------------------------------------
 # They watch the tables (and events) of the routes the webhook function is deployed with.
@@ -553,4 +572,4 @@ else
     note "  psql ${trigger_args[*]} -v routes=\"\$(cat ${routes_file:-ROUTES.json})\" -f deploy/supabase/webhook_triggers.sql \"\$ADMIN_DATABASE_URL\""
 fi
 
-note "done: $env_name; webhook $webhook_url; drain $drain_url (every minute via $job)"
+note "done: $env_name; webhook $webhook_url; drain $drain_url and supervise $(function_url supervise) (every minute via ${conf[SCHEDULER_JOB]} and ${conf[SUPERVISE_SCHEDULER_JOB]})"

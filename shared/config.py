@@ -26,6 +26,9 @@ from shared.secrets import resolve_secret_references
 # name pg-boss hashes (NOTIFY channel, advisory locks) and the catalog name identical.
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 
+# pg-boss's background passes, in the order one supervision round runs them.
+SUPERVISION_PASSES = ("monitor", "maintain", "flows", "cron", "send_it", "bam")
+
 
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
@@ -90,6 +93,21 @@ class Settings(BaseSettings):
     drain_oidc_service_accounts: tuple[str, ...] = Field((), alias="DRAIN_OIDC_SERVICE_ACCOUNTS")
     drain_oidc_certs_url: str = Field("https://www.googleapis.com/oauth2/v1/certs", alias="DRAIN_OIDC_CERTS_URL")
     drain_oidc_trust_cloud_run: bool = Field(False, alias="DRAIN_OIDC_TRUST_CLOUD_RUN")
+
+    # --- supervise ----------------------------------------------------------------
+    # pg-boss's background passes, run by the supervise function; each interval is the
+    # claim's own (one run per interval across every Node and Python supervisor).
+    supervise_passes: tuple[str, ...] = Field(SUPERVISION_PASSES, alias="SUPERVISE_PASSES")
+    supervise_budget_seconds: float = Field(50, alias="SUPERVISE_BUDGET_SECONDS", ge=0, le=3600)
+    supervise_round_seconds: float = Field(5, alias="SUPERVISE_ROUND_SECONDS", ge=1, le=60)
+    supervise_monitor_interval_seconds: float = Field(60, alias="SUPERVISE_MONITOR_INTERVAL_SECONDS", ge=1, le=86_400)
+    supervise_maintain_interval_seconds: float = Field(
+        86_400, alias="SUPERVISE_MAINTAIN_INTERVAL_SECONDS", ge=1, le=86_400
+    )
+    supervise_flow_interval_seconds: float = Field(5, alias="SUPERVISE_FLOW_INTERVAL_SECONDS", ge=1, le=86_400)
+    supervise_cron_interval_seconds: float = Field(30, alias="SUPERVISE_CRON_INTERVAL_SECONDS", ge=1, le=45)
+    supervise_bam_interval_seconds: float = Field(60, alias="SUPERVISE_BAM_INTERVAL_SECONDS", ge=1, le=86_400)
+    supervise_deletion_batch: int = Field(10_000, alias="SUPERVISE_DELETION_BATCH", ge=100, le=100_000)
 
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
@@ -163,6 +181,21 @@ class Settings(BaseSettings):
     def _database_url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("supervise_passes", mode="before")
+    @classmethod
+    def _passes_from_csv(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return ()
+        return _split_csv(value)
+
+    @field_validator("supervise_passes")
+    @classmethod
+    def _known_passes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in SUPERVISION_PASSES]
+        if unknown:
+            raise ValueError(f"unknown pass {unknown[0]!r}; known: {', '.join(SUPERVISION_PASSES)} (or none)")
         return value
 
     @field_validator("drain_oidc_audiences", mode="before")

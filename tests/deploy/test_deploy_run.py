@@ -28,7 +28,7 @@ FAKE = Path(__file__).with_name("fake_gcloud.py")
 DEV = settings_of("dev")
 ACCOUNTS = [
     f"processing-{name}@{DEV['PROJECT_ID']}.iam.gserviceaccount.com"
-    for name in ("health", "ready", "enqueue", "webhook", "drain", "scheduler", "deployer", "build")
+    for name in ("health", "ready", "enqueue", "webhook", "drain", "supervise", "scheduler", "deployer", "build")
 ]
 PASSWORD = "pw-that-must-never-be-printed"
 
@@ -110,10 +110,10 @@ def test_first_deploy_creates_everything(deploy, target) -> None:
 
     created = [c.words[4] for c in run.gcloud("gcloud", "iam", "service-accounts", "create")]
     assert created == [a.split("@")[0] for a in ACCOUNTS]
-    assert len(run.gcloud("gcloud", "functions", "deploy")) == 5
+    assert len(run.gcloud("gcloud", "functions", "deploy")) == 6
     assert run.gcloud("gcloud", "scheduler", "jobs", "update") == []
-    (job,) = run.gcloud("gcloud", "scheduler", "jobs", "create", "http")
-    assert job.flag("--oidc-token-audience") == job.flag("--uri")
+    jobs = run.gcloud("gcloud", "scheduler", "jobs", "create", "http")
+    assert len(jobs) == 2 and all(job.flag("--oidc-token-audience") == job.flag("--uri") for job in jobs)
 
     # The calls made are the ones the dry run lists (dry-run probes answer "absent").
     dry = Plan.of("dev", "--set", "PGBOSS_MIGRATE=true", "--set", "WEBHOOK_TRIGGERS=apply")
@@ -133,12 +133,13 @@ def test_first_deploy_creates_everything(deploy, target) -> None:
 
 
 def test_redeploy_updates_instead_of_creating(deploy) -> None:
-    run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", existing=[*ACCOUNTS, DEV["SCHEDULER_JOB"]])
+    existing = [*ACCOUNTS, DEV["SCHEDULER_JOB"], "processing-supervise"]
+    run = deploy("dev", "--set", "PGBOSS_MIGRATE=false", existing=existing)
     assert run.returncode == 0, run.stderr
     assert run.gcloud("gcloud", "iam", "service-accounts", "create") == []
     assert run.gcloud("gcloud", "scheduler", "jobs", "create") == []
-    (job,) = run.gcloud("gcloud", "scheduler", "jobs", "update", "http")
-    assert job.flag("--schedule") == "* * * * *"
+    jobs = run.gcloud("gcloud", "scheduler", "jobs", "update", "http")
+    assert len(jobs) == 2 and {job.flag("--schedule") for job in jobs} == {"* * * * *"}
     assert run.gcloud("gcloud", "secrets", "versions", "access") == [], "nothing reads a secret it does not need"
 
 

@@ -36,7 +36,10 @@ NEEDED_SECRETS = {
     "enqueue": {"DATABASE_URL", "API_KEYS"},
     "webhook": {"DATABASE_URL", "WEBHOOK_SECRET"},
     "drain": {"DATABASE_URL"},
+    "supervise": {"DATABASE_URL"},
 }
+# Private functions, each called every minute by its own Scheduler job.
+SCHEDULED = ("drain", "supervise")
 CREDENTIAL_SETTINGS = {"DATABASE_URL", "API_KEYS", "WEBHOOK_SECRET", "DRAIN_TOKEN", "DRAIN_LISTEN_DATABASE_URL"}
 # Variables that are not package settings but are read by the runtime around it.
 RUNTIME_VARIABLES = {"THREADS"}
@@ -160,7 +163,7 @@ def test_service_accounts_are_created_with_valid_ids(plan: Plan) -> None:
         assert account and account.split("@")[0] in created
 
 
-def test_only_drain_is_private(plan: Plan) -> None:
+def test_only_the_scheduled_functions_are_private(plan: Plan) -> None:
     """Public the way Cloud Run supports under Domain Restricted Sharing: no allUsers binding,
     the invoker IAM check switched off on the service right after each deploy."""
     for name, command in plan.deploys.items():
@@ -169,7 +172,7 @@ def test_only_drain_is_private(plan: Plan) -> None:
         following = plan.commands[plan.commands.index(command) + 1]
         assert following.is_("gcloud", "run", "services", "update", name), following.line
         assert following.flag("--region") == command.flag("--region")
-        if name == "drain":
+        if name in SCHEDULED:
             assert "--invoker-iam-check" in following.flags and "--no-invoker-iam-check" not in following.flags
         else:
             assert "--no-invoker-iam-check" in following.flags and "--invoker-iam-check" not in following.flags
@@ -268,35 +271,55 @@ def test_uses_of_new_accounts_wait_for_iam(plan: Plan) -> None:
         assert following.words[4].split("@")[0] == create.words[4]
 
 
+def _job(plan: Plan, function: str = "drain") -> Command:
+    """The Scheduler job that calls ``function``."""
+    settings = settings_of(plan.env)
+    url = f"https://{function}-{settings['PROJECT_NUMBER']}.{settings['REGION']}.run.app"
+    jobs = plan.gcloud("scheduler", "jobs", "create", "http")
+    assert len(jobs) == len(SCHEDULED)
+    (job,) = [job for job in jobs if job.flag("--uri") == url]
+    return job
+
+
 def _scheduler_account(plan: Plan) -> str:
-    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
-    return job.flag("--oidc-service-account-email") or ""
+    return _job(plan).flag("--oidc-service-account-email") or ""
 
 
-def test_only_the_schedulers_account_may_invoke_drain(plan: Plan) -> None:
+def test_only_the_schedulers_account_may_invoke_the_scheduled_functions(plan: Plan) -> None:
     bindings = plan.gcloud("run", "services", "add-iam-policy-binding")
     bindings += plan.gcloud("functions", "add-invoker-policy-binding")
     assert [(b.words[-1], b.flag("--member"), b.flag("--role")) for b in bindings] == [
-        ("drain", f"serviceAccount:{_scheduler_account(plan)}", "roles/run.invoker")
+        (name, f"serviceAccount:{_scheduler_account(plan)}", "roles/run.invoker") for name in SCHEDULED
     ]
     runtime_accounts = {c.flag("--run-service-account") for c in plan.deploys.values()}
     assert _scheduler_account(plan) not in runtime_accounts
 
 
-def test_scheduler_calls_drain_every_minute_with_oidc(plan: Plan) -> None:
+@pytest.mark.parametrize("function", SCHEDULED)
+def test_scheduler_calls_each_scheduled_function_every_minute_with_oidc(plan: Plan, function: str) -> None:
     settings = settings_of(plan.env)
-    drain_url = f"https://drain-{settings['PROJECT_NUMBER']}.{settings['REGION']}.run.app"
-    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
+    url = f"https://{function}-{settings['PROJECT_NUMBER']}.{settings['REGION']}.run.app"
+    job = _job(plan, function)
     flags = job.flags
     assert flags["--schedule"] == "* * * * *"
-    assert flags["--uri"] == drain_url
-    assert flags["--oidc-token-audience"] == drain_url
+    assert flags["--uri"] == url
+    assert flags["--oidc-token-audience"] == url
     assert flags["--http-method"] == "POST"
     assert flags["--location"] == settings["REGION"]
     # The URL is checked against what Cloud Run reports before the job points at it.
-    describe = plan.gcloud("run", "services", "describe", "drain")
+    describe = plan.gcloud("run", "services", "describe", function)
     assert describe and plan.commands.index(describe[0]) < plan.commands.index(job)
-    assert plan.commands.index(plan.deploys["drain"]) < plan.commands.index(job)
+    assert plan.commands.index(plan.deploys[function]) < plan.commands.index(job)
+    env = plan.env_vars(function)
+    assert env["DRAIN_OIDC_AUDIENCES"] == url
+    assert env["DRAIN_OIDC_SERVICE_ACCOUNTS"] == job.flag("--oidc-service-account-email")
+
+
+def test_supervise_ends_before_its_timeout_and_the_next_call(plan: Plan) -> None:
+    timeout = _seconds(plan.deploys["supervise"].flag("--timeout"))
+    budget = float(plan.env_vars("supervise")["SUPERVISE_BUDGET_SECONDS"])
+    assert 0 < budget < min(timeout, 60)
+    assert _seconds(_job(plan, "supervise").flag("--attempt-deadline")) > timeout
 
 
 def _seconds(duration: str | None) -> int:
@@ -305,7 +328,7 @@ def _seconds(duration: str | None) -> int:
 
 
 def test_drain_budget_fits_its_timeout_and_the_schedulers_deadline(plan: Plan) -> None:
-    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
+    job = _job(plan)
     timeout = _seconds(plan.deploys["drain"].flag("--timeout"))
     drain_env = plan.env_vars("drain")
     budget = float(drain_env["DRAIN_BUDGET_SECONDS"])
@@ -319,7 +342,7 @@ def test_drain_budget_fits_its_timeout_and_the_schedulers_deadline(plan: Plan) -
 
 
 def test_consecutive_drain_calls_overlap_into_continuous_coverage(plan: Plan) -> None:
-    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
+    job = _job(plan)
     assert job.flag("--schedule") == "* * * * *"
     budget = float(plan.env_vars("drain")["DRAIN_BUDGET_SECONDS"])
     # A call watches for new jobs until its budget ends; if that came before the next
@@ -330,7 +353,7 @@ def test_consecutive_drain_calls_overlap_into_continuous_coverage(plan: Plan) ->
 
 
 def test_drain_accepts_exactly_the_schedulers_oidc_tokens(plan: Plan) -> None:
-    (job,) = plan.gcloud("scheduler", "jobs", "create", "http")
+    job = _job(plan)
     drain_env = plan.env_vars("drain")
     assert drain_env["DRAIN_OIDC_AUDIENCES"] == job.flag("--oidc-token-audience")
     assert drain_env["DRAIN_OIDC_SERVICE_ACCOUNTS"] == job.flag("--oidc-service-account-email")
@@ -465,11 +488,15 @@ def test_optional_drain_credentials_are_bound_when_named() -> None:
     assert granted == {"processing-database-url", "processing-drain-token", "processing-session-url"}
 
 
+# supervise authenticates its caller with drain's check, so it reads drain's OIDC settings.
+CALLER_CHECK = {"DRAIN_OIDC_AUDIENCES", "DRAIN_OIDC_SERVICE_ACCOUNTS", "DRAIN_OIDC_TRUST_CLOUD_RUN"}
+
+
 def test_settings_named_after_a_function_go_to_that_function_only(plan: Plan) -> None:
     for name in plan.deploys:
         for variable in plan.env_vars(name):
             owner = variable.split("_")[0].lower()
-            if owner in plan.deploys:
+            if owner in plan.deploys and not (name in SCHEDULED and variable in CALLER_CHECK):
                 assert owner == name, f"{variable} given to {name}"
 
 

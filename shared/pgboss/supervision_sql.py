@@ -1,0 +1,539 @@
+"""The statements of pg-boss's background work: supervision, maintenance, flows and cron.
+
+A Node instance started with ``supervise: true`` / ``schedule: true`` runs these passes
+on timers; ``shared.pgboss.supervisor`` runs the same passes from a scheduled call.
+Each statement names the pg-boss 12.38 (schema 46) behaviour it mirrors. Like
+``shared.pgboss.sql`` they name the schema only through ``render`` (``{schema}``) and
+take bound ``:parameters``; job rows are addressed through the partitioned parent
+``{schema}.job`` with a ``name`` predicate.
+
+Who runs a pass is decided as pg-boss decides it, so a Node supervisor and any number
+of our instances can run side by side:
+
+* interval claims on ``version`` (``flow_on``, ``cron_on``): one UPDATE that only
+  matches when the column is at least the interval old, stamped with ``job_now()``;
+* per-queue claims on ``queue`` (``monitor_claim_on``, ``maintain_on``), locking the
+  due rows in name order and skipping rows another session holds;
+* every write batch under the transaction advisory lock pg-boss takes for the same
+  sweep of the same table (``sql.advisory_lock``).
+"""
+
+from __future__ import annotations
+
+from shared.pgboss.sql import quoted_schema
+
+
+def render(statement: str, schema: str) -> str:
+    """The statement with the schema identifier filled in (quoted, after validation)."""
+    return statement.replace("{schema}", quoted_schema(schema))
+
+
+# A claim is due once its column is at least :seconds old; a column never stamped
+# counts as a week old, so the first claim always goes through.
+_DUE = (
+    "EXTRACT(EPOCH FROM ({{schema}}.job_now() - COALESCE({column}, {{schema}}.job_now() - interval '1 week')))"
+    " >= CAST(:seconds AS float8)"
+)
+
+
+def _claim_version(column: str) -> str:
+    """pg-boss 12.38 trySetTimestamp(): the shared interval claim on ``version``."""
+    due = _DUE.format(column=column)
+    return f"""
+UPDATE {{schema}}.version SET {column} = {{schema}}.job_now()
+WHERE {due}
+RETURNING true AS claimed
+"""
+
+
+# pg-boss 12.38 trySetFlowTime(): the flow resolver's claim (every 5 s by default).
+CLAIM_FLOW = _claim_version("flow_on")
+
+# pg-boss 12.38 trySetCronTime(): the timekeeper's claim, answering on both outcomes with
+# the stamp it replaced (when a pass last ran; the gap a schedule's `missed` policy
+# catches up over). The prior value comes from a CTE, which reads the statement's
+# snapshot, not the row the UPDATE leaves.
+CLAIM_CRON = f"""
+WITH prior AS (
+  SELECT cron_on FROM {{schema}}.version
+), claim AS (
+  UPDATE {{schema}}.version SET cron_on = {{schema}}.job_now()
+  WHERE {_DUE.format(column="cron_on")}
+  RETURNING true
+)
+SELECT prior.cron_on AS prior_cron_on, EXISTS (SELECT 1 FROM claim) AS claimed,
+  {{schema}}.job_now() AS now
+FROM prior
+"""
+
+# Every queue with the table its jobs live in, in name order (pg-boss's getQueues()).
+QUEUE_TABLES = """
+SELECT name, table_name FROM {schema}.queue ORDER BY name
+"""
+
+# pg-boss 12.38 trySetQueueMonitorTime(): claim the due queues of a chunk for the
+# monitor. A queue never claimed falls back to monitor_on. refresh_stats is false while
+# version.monitor_backoff_on (the vacuum back-off Node sets) is in the future.
+CLAIM_MONITOR = f"""
+WITH due AS (
+  SELECT name FROM {{schema}}.queue
+  WHERE name = ANY(CAST(:names AS text[]))
+    AND {_DUE.format(column="COALESCE(monitor_claim_on, monitor_on)")}
+  ORDER BY name FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE {{schema}}.queue SET monitor_claim_on = {{schema}}.job_now()
+FROM due
+WHERE queue.name = due.name
+RETURNING queue.name,
+  NOT EXISTS (SELECT 1 FROM {{schema}}.version WHERE monitor_backoff_on > {{schema}}.job_now())
+    AS refresh_stats
+"""
+
+# pg-boss 12.38 refreshQueueStats() for the claimed queues of a chunk: the cached
+# counts getQueue()/getQueues() report, retained_count/retained_on/total_count carried
+# forward from the jobs finished since retained_on (up to 10 s ago, pg-boss's
+# DELTA_LAG), singletons_active, monitor_on, and the newest ready count prepended to
+# ready_history (kept to 60). Like pg-boss it takes the 'queue-stats' lock with try:
+# when another instance holds it, nothing is counted and the claim is handed back so
+# the next pass of any instance takes the queues again. Throughput windows (delta_*,
+# latency bins) are left to the next Node monitor pass, which counts across them, as
+# pg-boss's own forced refresh does.
+REFRESH_QUEUE_COUNTS = """
+WITH lock AS MATERIALIZED (
+  SELECT pg_try_advisory_xact_lock(('x' || encode(sha224(CAST(current_database() || '.pgboss.'
+    || CAST(:lock_key AS text) AS bytea)), 'hex'))::bit(64)::bigint) AS got
+),
+released AS (
+  UPDATE {schema}.queue SET monitor_claim_on = NULL
+  FROM (
+    SELECT name FROM {schema}.queue
+    WHERE name = ANY(CAST(:names AS text[])) AND NOT (SELECT got FROM lock)
+    ORDER BY name FOR NO KEY UPDATE
+  ) r
+  WHERE queue.name = r.name
+),
+stats AS (
+  SELECT n.name,
+    COALESCE(live.deferred, 0) AS deferred, COALESCE(live.blocked, 0) AS blocked,
+    COALESCE(live.ready, 0) AS ready, COALESCE(live.queued, 0) AS queued,
+    COALESCE(live.active, 0) AS active, COALESCE(live.failed, 0) AS failed,
+    COALESCE(live.live, 0) AS live,
+    since.retained_from, since.retained_since, since.retained_recent,
+    singletons.keys AS singletons_active
+  FROM unnest(CAST(:names AS text[])) AS n(name)
+  LEFT JOIN (
+    SELECT j.name,
+      (count(*) FILTER (WHERE j.state < 'active' AND NOT j.blocked
+                          AND j.start_after > {schema}.job_now()))::int AS deferred,
+      (count(*) FILTER (WHERE j.state < 'active' AND j.blocked))::int AS blocked,
+      (count(*) FILTER (WHERE j.state < 'active' AND NOT j.blocked
+                          AND j.start_after <= {schema}.job_now()))::int AS ready,
+      (count(*) FILTER (WHERE j.state < 'active'))::int AS queued,
+      (count(*) FILTER (WHERE j.state = 'active'))::int AS active,
+      (count(*) FILTER (WHERE j.state = 'failed'))::int AS failed,
+      count(*)::int AS live
+    FROM {schema}.job j
+    WHERE j.name = ANY(CAST(:names AS text[])) AND j.state IN ('created', 'retry', 'active', 'failed')
+    GROUP BY 1
+  ) live ON live.name = n.name
+  LEFT JOIN LATERAL (
+    SELECT qr.retained_on AS retained_from,
+      (SELECT count(*)::int FROM {schema}.job j
+        WHERE j.name = qr.name AND j.completed_on > qr.retained_on
+          AND j.completed_on <= {schema}.job_now() - interval '10 seconds'
+          AND j.state IN ('completed', 'cancelled')) AS retained_since,
+      (SELECT count(*)::int FROM {schema}.job j
+        WHERE j.name = qr.name
+          AND j.completed_on > GREATEST(qr.retained_on, {schema}.job_now() - interval '10 seconds')
+          AND j.completed_on <= {schema}.job_now()
+          AND j.state IN ('completed', 'cancelled')) AS retained_recent
+    FROM {schema}.queue qr WHERE qr.name = n.name
+  ) since ON true
+  LEFT JOIN (
+    SELECT j.name, array_agg(j.singleton_key) AS keys
+    FROM {schema}.job j
+    WHERE j.name = ANY(CAST(:names AS text[])) AND j.state = 'active'
+      AND j.policy IN ('singleton', 'stately')
+    GROUP BY 1
+  ) singletons ON singletons.name = n.name
+  WHERE (SELECT got FROM lock)
+)
+UPDATE {schema}.queue SET
+  deferred_count = COALESCE(stats.deferred, 0),
+  blocked_count = COALESCE(stats.blocked, 0),
+  queued_count = COALESCE(stats.queued, 0),
+  ready_count = COALESCE(stats.ready, 0),
+  active_count = COALESCE(stats.active, 0),
+  failed_count = COALESCE(stats.failed, 0),
+  retained_count = CASE WHEN queue.retained_on IS NOT DISTINCT FROM stats.retained_from
+    THEN queue.retained_count + COALESCE(stats.retained_since, 0) ELSE queue.retained_count END,
+  retained_on = CASE WHEN queue.retained_on IS NOT DISTINCT FROM stats.retained_from
+      AND queue.retained_on IS NOT NULL
+    THEN GREATEST(queue.retained_on, {schema}.job_now() - interval '10 seconds')
+    ELSE queue.retained_on END,
+  total_count = CASE
+    WHEN queue.retained_count IS NULL THEN GREATEST(queue.total_count, COALESCE(stats.live, 0))
+    WHEN queue.retained_on IS NOT DISTINCT FROM stats.retained_from
+      THEN COALESCE(stats.live, 0) + queue.retained_count + COALESCE(stats.retained_since, 0)
+        + COALESCE(stats.retained_recent, 0)
+    ELSE queue.total_count END,
+  singletons_active = stats.singletons_active,
+  monitor_on = {schema}.job_now(),
+  ready_history = (
+    SELECT COALESCE(array_agg(v ORDER BY ord), '{}'::int[])
+    FROM (
+      SELECT v, ord FROM (
+        SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
+        UNION ALL
+        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{}'::int[])) WITH ORDINALITY AS h(v, ord)
+      ) merged
+      ORDER BY ord LIMIT 60
+    ) capped
+  )
+FROM (
+  SELECT name FROM {schema}.queue
+  WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
+    AND (SELECT count(*) FROM stats) >= 0
+  ORDER BY name FOR NO KEY UPDATE
+) q
+LEFT JOIN stats ON stats.name = q.name
+WHERE queue.name = q.name AND (SELECT got FROM lock)
+RETURNING queue.name
+"""
+
+# pg-boss 12.38 trySetQueueDeletionTime(): claim the due queues of a chunk for
+# maintenance; claimed_on (UTC text) is what an unfinished queue's claim is given back by.
+CLAIM_MAINTAIN = f"""
+WITH due AS (
+  SELECT name FROM {{schema}}.queue
+  WHERE name = ANY(CAST(:names AS text[]))
+    AND {_DUE.format(column="maintain_on")}
+  ORDER BY name FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE {{schema}}.queue SET maintain_on = {{schema}}.job_now()
+FROM due
+WHERE queue.name = due.name
+RETURNING queue.name,
+  to_char(queue.maintain_on AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS claimed_on
+"""
+
+# pg-boss 12.38 releaseQueueDeletionTime(): hand back the claim on queues a pass did not
+# finish, unless another instance has claimed them again since.
+RELEASE_MAINTAIN = """
+UPDATE {schema}.queue SET maintain_on = NULL
+FROM (
+  SELECT name FROM {schema}.queue
+  WHERE name = ANY(CAST(:names AS text[])) AND maintain_on = CAST(:claimed_on AS timestamptz)
+  ORDER BY name FOR NO KEY UPDATE SKIP LOCKED
+) q
+WHERE queue.name = q.name
+"""
+
+# pg-boss 12.38 getTime(): the database clock (job_now(), so a test clock applies), in
+# epoch milliseconds.
+DATABASE_TIME = """
+SELECT round(date_part('epoch', {schema}.job_now()) * 1000)::bigint AS time
+"""
+
+# pg-boss 12.38 deletion(): one batch of the retention sweep of one queue, walking the
+# next :batch_size primary keys after :after (NULL = from the start). Deletes what
+# retention allows --
+#   (deletion_seconds > 0 AND completed_on + deletion_seconds * 1s < job_now())
+#   OR (state < 'active' AND keep_until < job_now())
+# -- and answers with the cursor for the next batch (NULL when the queue is done), how
+# many it deleted, how many of those retained_count held (finished by retained_on), and
+# how many finished jobs it left that finished by :retained_before (epoch ms), which the
+# sweep totals into the queue's new retained_count.
+DELETION_BATCH = """
+WITH edge AS (
+  SELECT id FROM {schema}.job
+  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+  ORDER BY id OFFSET :batch_size - 1 LIMIT 1
+),
+removed AS (
+  DELETE FROM {schema}.job
+  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+    AND id <= COALESCE((SELECT id FROM edge), 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    AND ((deletion_seconds > 0 AND completed_on + deletion_seconds * interval '1s' < {schema}.job_now())
+      OR (state < 'active' AND keep_until < {schema}.job_now()))
+  RETURNING state, completed_on
+)
+SELECT
+  CAST((SELECT id FROM edge) AS text) AS cursor,
+  (SELECT count(*) FROM removed)::int AS deleted,
+  (SELECT count(*) FROM removed
+    WHERE state IN ('completed', 'cancelled')
+      AND completed_on <= (SELECT retained_on FROM {schema}.queue WHERE name = :name))::int
+    AS deleted_retained,
+  ((SELECT count(*) FROM {schema}.job
+     WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+       AND id <= COALESCE((SELECT id FROM edge), 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+       AND state IN ('completed', 'cancelled')
+       AND completed_on <= to_timestamp(CAST(:retained_before AS float8) / 1000))
+   - (SELECT count(*) FROM removed
+       WHERE state IN ('completed', 'cancelled')
+         AND completed_on <= to_timestamp(CAST(:retained_before AS float8) / 1000)))::int AS retained
+"""
+
+# pg-boss 12.38 setRetainedCount(): after a sweep that walked the whole queue, its total
+# of kept finished jobs becomes retained_count as of :retained_before, and total_count
+# is the cached live count plus that plus what finished since.
+SET_RETAINED_COUNT = """
+UPDATE {schema}.queue
+SET retained_count = :retained,
+  retained_on = to_timestamp(CAST(:retained_before AS float8) / 1000),
+  total_count = queued_count + active_count + failed_count + :retained + (
+    SELECT count(*)::int FROM {schema}.job j
+    WHERE j.name = :name
+      AND j.completed_on > to_timestamp(CAST(:retained_before AS float8) / 1000)
+      AND j.completed_on <= {schema}.job_now()
+      AND j.state IN ('completed', 'cancelled'))
+WHERE name = :name
+"""
+
+# pg-boss 12.38 reduceRetainedCount(): a sweep cut short takes only what it deleted
+# off the counts.
+REDUCE_RETAINED_COUNT = """
+UPDATE {schema}.queue
+SET retained_count = CASE WHEN retained_count IS NULL THEN NULL
+                          ELSE GREATEST(retained_count - :retained, 0) END,
+  total_count = GREATEST(total_count - :deleted, 0)
+WHERE name = :name
+"""
+
+
+def _cleanup_dependencies(side: str) -> str:
+    """pg-boss 12.38 cleanupDependencies(): one batch of orphaned ``job_dependency`` rows.
+
+    Walks the queue's rows on one side (``child`` or ``parent``) :batch_size keys at a
+    time and deletes those whose job on that side no longer exists.
+    """
+    return f"""
+WITH edge AS (
+  SELECT {side}_id AS id FROM {{schema}}.job_dependency
+  WHERE {side}_name = :name AND (CAST(:after AS uuid) IS NULL OR {side}_id > CAST(:after AS uuid))
+  ORDER BY {side}_id OFFSET :batch_size - 1 LIMIT 1
+),
+removed AS (
+  DELETE FROM {{schema}}.job_dependency d
+  WHERE {side}_name = :name AND (CAST(:after AS uuid) IS NULL OR {side}_id > CAST(:after AS uuid))
+    AND {side}_id <= COALESCE((SELECT id FROM edge), 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    AND NOT EXISTS (
+      SELECT 1 FROM {{schema}}.job j WHERE j.name = :name AND j.id = d.{side}_id)
+  RETURNING 1
+)
+SELECT CAST((SELECT id FROM edge) AS text) AS cursor, (SELECT count(*) FROM removed)::int AS deleted
+"""
+
+
+CLEANUP_CHILD_DEPENDENCIES = _cleanup_dependencies("child")
+CLEANUP_PARENT_DEPENDENCIES = _cleanup_dependencies("parent")
+
+# pg-boss 12.38 resolveFlowJobs(): one batch of the flow resolver. Locks up to 1000
+# completed parents still marked blocking (skipping rows another resolver holds),
+# takes one pending dependency per parent off each child, releases children that reach
+# zero (start_after moves up to the release), and clears blocking on the parents so
+# they are never resolved again.
+RESOLVE_FLOWS = """
+WITH locked_parents AS (
+  SELECT j.name, j.id FROM {schema}.job j
+  WHERE j.blocking AND j.state = 'completed' AND j.name = ANY(CAST(:names AS text[]))
+  ORDER BY j.name, j.id
+  FOR UPDATE OF j SKIP LOCKED
+  LIMIT 1000
+),
+decremented AS (
+  SELECT d.child_name, d.child_id, count(*)::int AS n
+  FROM {schema}.job_dependency d
+  JOIN locked_parents p ON d.parent_name = p.name AND d.parent_id = p.id
+  GROUP BY d.child_name, d.child_id
+),
+locked_children AS (
+  SELECT j.name, j.id, d.n FROM {schema}.job j
+  JOIN decremented d ON d.child_name = j.name AND d.child_id = j.id
+  WHERE j.blocked
+  ORDER BY j.name, j.id
+  FOR UPDATE OF j
+),
+unblocked AS (
+  UPDATE {schema}.job j
+  SET pending_dependencies = GREATEST(j.pending_dependencies - lc.n, 0),
+      blocked = GREATEST(j.pending_dependencies - lc.n, 0) > 0,
+      start_after = CASE WHEN GREATEST(j.pending_dependencies - lc.n, 0) = 0
+        THEN GREATEST(j.start_after, {schema}.job_now()) ELSE j.start_after END
+  FROM locked_children lc
+  WHERE j.name = lc.name AND j.id = lc.id
+  RETURNING CASE WHEN NOT j.blocked THEN 1 ELSE 0 END AS released
+),
+cleared AS (
+  UPDATE {schema}.job j SET blocking = false
+  FROM locked_parents p
+  WHERE j.name = p.name AND j.id = p.id
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM cleared)::int AS resolved,
+  (SELECT COALESCE(sum(released), 0) FROM unblocked)::int AS released
+"""
+
+# pg-boss 12.38 getSchedules(): every schedule, with the zone UTC when none is stored.
+GET_SCHEDULES = """
+SELECT name, key, kind, cron, COALESCE(timezone, 'UTC') AS timezone,
+  CAST(data AS text) AS data, CAST(options AS text) AS options,
+  created_on, updated_on, CAST(last_job_id AS text) AS last_job_id
+FROM {schema}.schedule
+ORDER BY name, key
+"""
+
+# pg-boss 12.38 schedule(): create or replace a schedule; created_on is kept on update.
+UPSERT_SCHEDULE = """
+INSERT INTO {schema}.schedule (name, key, kind, cron, timezone, data, options, created_on, updated_on)
+VALUES (:name, :key, :kind, :cron, :timezone, CAST(:data AS jsonb), CAST(:options AS jsonb),
+  {schema}.job_now(), {schema}.job_now())
+ON CONFLICT (name, key) DO UPDATE SET
+  kind = EXCLUDED.kind, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
+  data = EXCLUDED.data, options = EXCLUDED.options, updated_on = {schema}.job_now()
+"""
+
+# pg-boss 12.38 unschedule().
+DELETE_SCHEDULE = """
+DELETE FROM {schema}.schedule WHERE name = :name AND COALESCE(key, '') = :key
+RETURNING 1
+"""
+
+# pg-boss 12.38 setScheduleLastJobIds(): the job each schedule most recently produced.
+SET_SCHEDULE_LAST_JOB_IDS = """
+UPDATE {schema}.schedule s
+SET last_job_id = x.job_id
+FROM json_to_recordset(CAST(:fired AS json)) AS x (name text, key text, job_id uuid)
+WHERE s.name = x.name AND COALESCE(s.key, '') = x.key
+"""
+
+# pg-boss 12.38 setScheduleKinds(): relabel rows whose stored kind disagrees with their
+# expression, matched on the expression so a concurrent schedule() keeps its own kind.
+SET_SCHEDULE_KINDS = """
+UPDATE {schema}.schedule s SET kind = k.kind
+FROM json_to_recordset(CAST(:kinds AS json)) AS k (name text, key text, kind text, cron text)
+WHERE s.name = k.name AND COALESCE(s.key, '') = k.key AND s.cron = k.cron
+"""
+
+# pg-boss 12.38 insert() into '__pgboss__send-it' with explicit slots, as the cron pass
+# files occurrences: one job per (schedule, 60 s slot). singleton_on is the slot as UTC
+# wall time; the unique index job_i4 (name, singleton_on, singleton_key) with ON
+# CONFLICT DO NOTHING makes it one job per slot however many instances race. Every
+# other column comes from the queue's settings, as pg-boss copies them.
+INSERT_OCCURRENCES = """
+INSERT INTO {schema}.job (id, name, data, priority, start_after, created_on, singleton_key,
+  singleton_on, expire_seconds, deletion_seconds, keep_until, retry_limit, retry_delay,
+  retry_backoff, retry_delay_max, policy, dead_letter, heartbeat_seconds, blocked, blocking,
+  pending_dependencies)
+SELECT gen_random_uuid(), q.name, x.data, 0, {schema}.job_now(), {schema}.job_now(), x.singleton_key,
+  CAST(x.slot AS timestamp), q.expire_seconds, q.deletion_seconds,
+  {schema}.job_now() + q.retention_seconds * interval '1s', q.retry_limit, q.retry_delay,
+  q.retry_backoff, q.retry_delay_max, q.policy, q.dead_letter, q.heartbeat_seconds, false, false, 0
+FROM json_to_recordset(CAST(:occurrences AS json)) AS x (data jsonb, singleton_key text, slot text)
+JOIN {schema}.queue q ON q.name = :name
+ON CONFLICT DO NOTHING
+RETURNING CAST(id AS text) AS id
+"""
+
+# pg-boss 12.38 fetchNextJob() for the send-it worker (a standard-policy queue): up to
+# :limit due jobs, oldest first among equal priority, claimed with SKIP LOCKED.
+FETCH_OCCURRENCES = """
+WITH next AS (
+  SELECT id FROM {schema}.job
+  WHERE name = :name AND state < 'active' AND NOT blocked AND start_after <= {schema}.job_now()
+  ORDER BY priority DESC, created_on
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.job j
+SET state = 'active', started_on = {schema}.job_now(), heartbeat_on = {schema}.job_now(),
+  retry_count = CASE WHEN j.started_on IS NOT NULL THEN j.retry_count + 1 ELSE j.retry_count END
+FROM next
+WHERE j.name = :name AND j.id = next.id
+RETURNING CAST(j.id AS text) AS id, j.data
+"""
+
+# pg-boss 12.38 complete() of the send-it worker's jobs (the handler returns nothing).
+COMPLETE_OCCURRENCES = """
+UPDATE {schema}.job
+SET completed_on = {schema}.job_now(), state = 'completed', output = NULL
+WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state = 'active'
+"""
+
+# pg-boss 12.38 trySetBamTime(): the claim of the background index builder (every 60 s).
+CLAIM_BAM = _claim_version("bam_on")
+
+# pg-boss 12.38 getNextBamCommand() (the PostgreSQL variant, which tells a live build
+# from a dead one by its lock on the table): claim the next command. Pending commands
+# go first (oldest first), then failed ones and in-progress ones that are over 5
+# minutes old with no build holding the table; a command waits for earlier commands of
+# its migration on the same table; nothing is claimed while a live build runs. With
+# :pending_only (every claim after the first of a pass) only pending ones are taken.
+# Run under the 'bamClaim' advisory lock, as pg-boss does.
+CLAIM_BAM_COMMAND = """
+WITH candidate AS (
+  SELECT c.id, c.status AS prior_status, c.started_on AS prior_started_on
+  FROM {schema}.bam c
+  WHERE (c.status = 'pending'
+      OR (NOT CAST(:pending_only AS boolean) AND (c.status = 'failed'
+        OR (c.status = 'in_progress' AND c.started_on < {schema}.job_now() - interval '300 seconds'
+          AND NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation = to_regclass(quote_ident(:schema_name) || '.' || quote_ident(c.table_name)))))))
+    AND NOT EXISTS (
+      SELECT 1 FROM {schema}.bam p
+      WHERE p.version = c.version AND p.table_name = c.table_name
+        AND p.created_on < c.created_on AND p.status <> 'completed')
+    AND NOT EXISTS (
+      SELECT 1 FROM {schema}.bam g
+      WHERE g.status = 'in_progress'
+        AND NOT (g.started_on < {schema}.job_now() - interval '300 seconds'
+          AND NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation = to_regclass(quote_ident(:schema_name) || '.' || quote_ident(g.table_name)))))
+  ORDER BY (c.status <> 'pending'), c.created_on
+  LIMIT 1
+  FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE {schema}.bam b
+SET status = 'in_progress', started_on = {schema}.job_now()
+FROM candidate
+WHERE b.id = candidate.id AND b.status = candidate.prior_status
+  AND b.started_on IS NOT DISTINCT FROM candidate.prior_started_on
+RETURNING CAST(b.id AS text) AS id, b.command, candidate.prior_status <> 'pending' AS reattempt
+"""
+
+# pg-boss 12.38 bamHealProbe(): whether an index a command builds exists, and is valid.
+BAM_INDEX_STATE = """
+SELECT NOT i.indisvalid AS invalid
+FROM pg_class c
+JOIN pg_index i ON i.indexrelid = c.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema_name AND c.relname = :index_name
+"""
+
+# pg-boss 12.38 bamHealDrop(): an invalid index left by an interrupted build goes first.
+# {index} is the index name read from the command, checked to be a plain identifier.
+BAM_DROP_INVALID_INDEX = """
+DROP INDEX CONCURRENTLY IF EXISTS {schema}."{index}"
+"""
+
+# pg-boss 12.38 bamCommandTag(): the comment a build runs under, so pg-boss (and an
+# operator) can find it in pg_stat_activity. {id} and {command} come from the bam row.
+BAM_TAGGED_COMMAND = """/* pgboss bam {id} */
+{command}"""
+
+# pg-boss 12.38 setBamCompleted() / setBamFailed().
+SET_BAM_COMPLETED = """
+UPDATE {schema}.bam SET status = 'completed', completed_on = {schema}.job_now(), error = NULL
+WHERE id = CAST(:id AS uuid)
+"""
+SET_BAM_FAILED = """
+UPDATE {schema}.bam SET status = 'failed', error = :error, completed_on = {schema}.job_now()
+WHERE id = CAST(:id AS uuid)
+"""

@@ -1,0 +1,80 @@
+"""Fixtures for the supervision passes: our Supervisor, and a twin runner that plays one
+scenario twice in one database — once handing the background work to pg-boss (Node), once
+to our Supervisor — and compares the job rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shared.db import Database
+from shared.pgboss.client import PgBoss
+from shared.pgboss.supervisor import PASSES, Intervals, Plan, Summary, Supervisor
+from tests.interop.rows import differences, normalize, raw_rows
+from tests.support.node_boss import NodeBoss
+
+RunPasses = Callable[..., Summary]
+
+
+@pytest.fixture
+def supervise(boss: PgBoss) -> RunPasses:
+    """``supervise("monitor", ...)`` runs one round of those passes (all when none are named)."""
+
+    def run(*passes: str, intervals: Intervals | None = None, budget_seconds: float = 30.0, **plan: Any) -> Summary:
+        chosen = frozenset(passes or PASSES)
+        return Supervisor(
+            boss, Plan(passes=chosen, intervals=intervals or Intervals(), budget_seconds=budget_seconds, **plan)
+        ).run()
+
+    return run
+
+
+@dataclass
+class TwinRun:
+    ours: list[dict[str, Any]]
+    theirs: list[dict[str, Any]]
+    queues: dict[str, list[dict[str, Any]]]
+
+    def assert_same(self, **options: Any) -> None:
+        problems = differences(self.ours, self.theirs, **options)
+        assert not problems, "our rows differ from pg-boss's:\n" + "\n".join(problems)
+
+
+QUEUE_COUNTS = """
+SELECT substr(name, length(:prefix) + 1) AS name, queued_count, deferred_count, blocked_count,
+  ready_count, active_count, failed_count, total_count, retained_count,
+  monitor_on IS NOT NULL AS counted, singletons_active
+FROM pgboss.queue WHERE left(name, length(:prefix)) = :prefix ORDER BY name
+"""
+
+
+class Twin:
+    """``twin(scenario, background)``: ``scenario(prefix)`` sets the rows up (through Node),
+    then ``background(prefix, who)`` runs the pass as pg-boss (who="node") or as we do."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __call__(self, scenario: Callable[[str], None], background: Callable[[str, str], None]) -> TwinRun:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        queues: dict[str, list[dict[str, Any]]] = {}
+        for who in ("python", "node"):
+            prefix = f"{who}."
+            scenario(prefix)
+            background(prefix, who)
+            rows[who] = normalize(raw_rows(self.db, prefix), prefix)
+            queues[who] = self.db.run(QUEUE_COUNTS, {"prefix": prefix})
+        return TwinRun(rows["python"], rows["node"], queues)
+
+
+@pytest.fixture
+def twin(db: Database) -> Twin:
+    return Twin(db)
+
+
+@pytest.fixture
+def node(node_boss: NodeBoss) -> NodeBoss:
+    return node_boss
