@@ -7,11 +7,13 @@ anyone restarting the function.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -141,7 +143,6 @@ def test_terminated_backends_give_503_never_500_nor_half_a_batch(serve, db) -> N
         enqueue_calls=sum(statuses.values()),
         answers=dict(sorted(statuses.items())),
         drain_answers=dict(sorted(drain_answers.items())),
-        half_written=0,
         **figures,
     )
     assert terminated > 0 and statuses[201] > 0 and statuses[503] > 0, statuses
@@ -175,3 +176,59 @@ def test_postgres_restart_gives_503_and_calls_recover(serve, db, cluster) -> Non
     assert set(statuses) <= {201, 503}, statuses
     assert statuses[503] > 0, "no call met the restart"
     assert all(failures <= 1 for failures in recovered), recovered
+
+
+@contextlib.contextmanager
+def job_table_locked(db: Database, seconds: float) -> Iterator[None]:
+    """Hold an exclusive lock on pg-boss's job table for ``seconds`` on a thread, from now."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        with db.transaction() as tx:
+            tx.run(f"LOCK TABLE {SCHEMA}.job IN ACCESS EXCLUSIVE MODE")
+            taken.set()
+            time.sleep(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    try:
+        yield
+    finally:
+        holder.join()
+
+
+def test_statements_timed_out_mid_enqueue_and_mid_drain_give_503_and_recover(serve, db) -> None:
+    enqueue = serve("enqueue", DB_STATEMENT_TIMEOUT_MS="300")
+    drain = serve("drain", DB_STATEMENT_TIMEOUT_MS="300", DRAIN_MARGIN_SECONDS="2")
+    assert enqueue.post({"name": QUEUE}, headers=KEY).status_code == 201
+    before = job_states(db, QUEUE)
+    with job_table_locked(db, 1.5):
+        timed_out = enqueue.post({"jobs": [{"name": QUEUE, "data": {"n": n}} for n in range(5)]}, headers=KEY)
+    assert timed_out.status_code == 503, timed_out.text
+    assert int(timed_out.headers["Retry-After"]) > 0
+    assert job_states(db, QUEUE) == before, "a timed-out batch left jobs behind"
+    assert recovers(enqueue) == 0
+
+    jobs = 12
+    ids = enqueue.post({"jobs": [{"name": QUEUE, "data": {"ms": 400}} for _ in range(jobs)]}, headers=KEY).json()
+    answers: list[int] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(drain.post({"queues": [QUEUE], "budgetSeconds": 0}, headers=DRAIN).status_code)
+    )
+    caller.start()
+    time.sleep(0.2)  # the jobs are claimed and their handlers run: the settle meets the lock
+    with job_table_locked(db, 3.0):
+        caller.join(timeout=30)
+    assert answers and answers[0] in (200, 503), answers
+    drain_all(drain, db, jobs + 1, timeout=60)
+    runs = Counter(row["job_id"] for row in db.run("SELECT job_id::text FROM executions WHERE outcome = 'ok'"))
+    assert all(runs[job_id] >= 1 for job_id in ids["ids"])
+    add_figures(
+        "statement timeout",
+        enqueue_answer=timed_out.status_code,
+        drain_answer=answers[0],
+        jobs=jobs,
+        completed=job_states(db, QUEUE).get("completed", 0),
+        reruns_after_lost_settle=sum(runs[job_id] - 1 for job_id in ids["ids"]),
+    )
