@@ -84,9 +84,11 @@ class Cluster:
         )
 
     def _ctl(self, action: str, *extra: str) -> None:
+        # fsync=off survives a crash of PostgreSQL (the OS keeps the writes), only not one of
+        # the machine; synchronous_commit stays on, or a crash would lose acknowledged commits.
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            "-c fsync=off -c synchronous_commit=on -c max_connections=300"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "-o", options, action, *extra

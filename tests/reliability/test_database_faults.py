@@ -156,9 +156,9 @@ def test_postgres_restart_gives_503_and_calls_recover(serve, db, cluster) -> Non
     enqueues = [serve("enqueue") for _ in range(2)]
     drain = serve("drain")
     with Load(enqueues, threads=4) as load:
-        for _ in range(restarts):
+        for number in range(restarts):
             time.sleep(1.0)
-            cluster.restart("fast")
+            cluster.restart("immediate" if number % 2 else "fast")  # a clean stop, then a crash
         time.sleep(1.0)
     statuses = load.statuses()
     db.ping()  # the test's own connection died with the server too
