@@ -8,6 +8,7 @@
 * ``test_abuse``: near-miss credentials, replays, forged OIDC tokens, injection, and
   the key check's timing.
 * ``test_fuzz``: requests generated from ``openapi.yaml`` and arbitrary bodies.
+* ``test_load``: locust against enqueue and webhook; a backlog drained beside Node.
 * ``test_secrets_in_logs``: every log line of the run searched for every secret.
 
 The suite runs its own PostgreSQL (``cluster.py``) so that restarting it is safe, and
