@@ -210,8 +210,16 @@ class PgBoss:
         names = [job.name for job in jobs] + [job.options.dead_letter for job in jobs if job.options.dead_letter]
         debounced = any(job.options.singleton_next_slot for job in jobs)
         statement = sql.insert_jobs(caps, self.schema, debounce=debounced)
-        with self._queue_errors(names, jobs):
-            [answer] = self._run(statement, params)
+        try:
+            with self._queue_errors(names, jobs):
+                [answer] = self._run(statement, params)
+        except DatabaseError as error:
+            if error.sqlstate != _FOREIGN_KEY_VIOLATION:
+                raise
+            # Every queue named exists by now (else QueueNotFound): one was created after the
+            # statement began, by a caller racing us. The statement wrote nothing; run it again.
+            with self._queue_errors(names, jobs):
+                [answer] = self._run(statement, params)
         return [job_id or None for job_id in answer["ids"].split(",")]
 
     # -- working ----------------------------------------------------------------------

@@ -8,11 +8,15 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
 
 from shared import intake
+from shared.db import Database
+from shared.pgboss.client import PgBoss
+from shared.pgboss.models import JobRequest, SendOptions
 from tests.conftest import API_KEY, SCHEMA, count_jobs
 from tests.intake.conftest import QUEUE, create_queues, jobs_in, post_to, refused_by, unchanged
 
@@ -354,3 +358,22 @@ def test_job_rows_carry_the_options_sent(client, db) -> None:
     assert (row["singleton_key"], row["group_id"], row["group_tier"]) == ("s", "tenant-1", "gold")
     assert row["delay"].total_seconds() == pytest.approx(30, abs=2)
     assert row["keep"].total_seconds() == pytest.approx(3600, abs=2)
+
+
+def test_first_jobs_racing_for_a_missing_queue_are_all_created(database_url, db) -> None:
+    """Many callers meet a missing queue at once: one creates it, the others' failed insert
+    finds it already there. Each of them must still get its job in, never a raw 23503."""
+    callers = 8
+    bosses = [PgBoss(Database(database_url), SCHEMA) for _ in range(callers)]
+    try:
+        for round_ in range(6):
+            name = f"created-on-demand-{round_}"
+            job = JobRequest(name, {"round": round_}, SendOptions())
+            send = partial(intake.submit, jobs=[job], create_missing_queues=True)
+            with ThreadPoolExecutor(callers) as pool:
+                answers = list(pool.map(send, bosses))
+            assert all(ids[0] for ids in answers)
+            assert len(jobs_in(db, name)) == callers
+    finally:
+        for boss in bosses:
+            boss.db.close()
