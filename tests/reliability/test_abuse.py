@@ -21,6 +21,7 @@ from shared.db import Database
 from tests.conftest import SCHEMA
 from tests.drain.test_oidc import AUDIENCE, KEY_ID, SCHEDULER, CertsServer, KeyPair
 from tests.reliability.support import API_KEY, DRAIN_TOKEN, KEY, WEBHOOK_SECRET, add_figures
+from tests.support.signing import sign
 
 QUEUE = "abuse"
 REFUSALS: list[int] = []
@@ -109,7 +110,7 @@ def test_signed_webhooks_outside_the_window_are_refused(functions, db) -> None:
     ).encode()
 
     def signed(stamp: int, body: bytes = raw, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
-        return {"X-Webhook-Timestamp": str(stamp), "X-Webhook-Signature": auth.sign(body, secret, str(stamp))}
+        return {"X-Webhook-Timestamp": str(stamp), "X-Webhook-Signature": sign(body, secret, str(stamp))}
 
     now = int(time.time())
     for stamp in (now - 400, now - 86_400, now + 400, 0):

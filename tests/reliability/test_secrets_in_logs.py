@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from shared import auth
 from tests.reliability import app
 from tests.reliability.support import API_KEY, DRAIN, DRAIN_TOKEN, HOOK, KEY, WEBHOOK_SECRET, add_figures
+from tests.support.signing import sign
 
 
 def test_no_secret_in_any_log_line_or_answer(serve, db, cluster, log_dir) -> None:
@@ -33,7 +33,7 @@ def test_no_secret_in_any_log_line_or_answer(serve, db, cluster, log_dir) -> Non
         wrong_password.post({"name": app.QUEUE}, headers=KEY),
         webhook.post(event, headers=HOOK),
         webhook.post(event, headers={"X-Webhook-Secret": WEBHOOK_SECRET + "x"}),
-        webhook.post(raw=raw, headers={"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": auth.sign(raw, "x")}),
+        webhook.post(raw=raw, headers={"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": sign(raw, "x")}),
         drain.post({"queues": [app.QUEUE], "budgetSeconds": 0}, headers=DRAIN),
         drain.post({"budgetSeconds": 0}, headers={"Authorization": f"Bearer {DRAIN_TOKEN}x"}),
         drain.post({"queues": ["no-such-queue"]}, headers=DRAIN),
