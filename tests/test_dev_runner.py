@@ -176,9 +176,15 @@ class DevRun:
         self._reader.join(timeout=5)
         if self.master is not None:
             os.close(self.master)
-        if self.process.stdout is not None and not self._reader.is_alive():
-            self.process.stdout.close()
+        if not self._reader.is_alive():
+            self.close_output()
         return code
+
+    def close_output(self) -> None:
+        """Close the output pipe once its reader is done (after SIGKILL: once the leftovers are gone)."""
+        self._reader.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     @property
     def database_url(self) -> str:
@@ -313,8 +319,9 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
     run.process.kill()
     run.wait_stopped()
     assert processes_of(clone), "SIGKILL should have left the server and the functions running"
-    run = DevRun(clone, env, ports)
+    killed, run = run, DevRun(clone, env, ports)
     run.wait_ready(START_TIMEOUT)
+    killed.close_output()  # its functions, which held the pipe, are gone now
     assert any("left running" in line for line in run.output), run.output
     assert_every_function_answers(run, note_id=2)
     run.process.send_signal(signal.SIGINT)
