@@ -282,9 +282,10 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
     env = {key: value for key, value in os.environ.items() if key not in removed}
     env["PATH"] = stripped_path(tools, os.environ["PATH"])
     assert not [name for name in HIDDEN if shutil.which(name, path=env["PATH"])]
-    first = free_port_block(6)
-    ports = ["--base-port", str(first), "--postgres-port", str(first + 5)]
-    used = range(first, first + 6)
+    # Room for every function main.py lists, then PostgreSQL's port at the end.
+    first = free_port_block(20)
+    ports = ["--base-port", str(first), "--postgres-port", str(first + 19)]
+    used = range(first, first + 20)
     timings = {}
 
     run = DevRun(clone, env, ports)
