@@ -234,6 +234,11 @@ class Database:
                 self._rollback_quietly(connection)
                 raise
 
+    @property
+    def through_transaction_pooler(self) -> bool:
+        """Whether every statement runs in a transaction of its own on a pooled server session."""
+        return self._params.through_transaction_pooler
+
     def ping(self) -> None:
         """Prove the server answers; raises ``DatabaseUnavailable`` when it does not."""
         self.run("SELECT 1", safe_to_retry=True)

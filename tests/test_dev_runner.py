@@ -50,7 +50,8 @@ WEBHOOK_SECRET = "local-webhook-secret"
 def free_port_block(size: int) -> int:
     """The first of ``size`` consecutive free ports on 127.0.0.1."""
     for _ in range(100):
-        first = random.randrange(20000, 60000)
+        # Below Linux's ephemeral range (32768+), so outgoing connections do not take them meanwhile.
+        first = random.randrange(20000, 32000)
         if all(port_is_free(port) for port in range(first, first + size)):
             return first
     raise AssertionError(f"no {size} consecutive free ports found")
@@ -176,9 +177,15 @@ class DevRun:
         self._reader.join(timeout=5)
         if self.master is not None:
             os.close(self.master)
-        if self.process.stdout is not None and not self._reader.is_alive():
-            self.process.stdout.close()
+        if not self._reader.is_alive():
+            self.close_output()
         return code
+
+    def close_output(self) -> None:
+        """Close the output pipe once its reader is done (after SIGKILL: once the leftovers are gone)."""
+        self._reader.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     @property
     def database_url(self) -> str:
@@ -275,9 +282,10 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
     env = {key: value for key, value in os.environ.items() if key not in removed}
     env["PATH"] = stripped_path(tools, os.environ["PATH"])
     assert not [name for name in HIDDEN if shutil.which(name, path=env["PATH"])]
-    first = free_port_block(6)
-    ports = ["--base-port", str(first), "--postgres-port", str(first + 5)]
-    used = range(first, first + 6)
+    # Room for every function main.py lists, then PostgreSQL's port at the end.
+    first = free_port_block(20)
+    ports = ["--base-port", str(first), "--postgres-port", str(first + 19)]
+    used = range(first, first + 20)
     timings = {}
 
     run = DevRun(clone, env, ports)
@@ -313,8 +321,9 @@ def test_dev_sh_in_a_fresh_clone_without_postgres_or_node_tools(
     run.process.kill()
     run.wait_stopped()
     assert processes_of(clone), "SIGKILL should have left the server and the functions running"
-    run = DevRun(clone, env, ports)
+    killed, run = run, DevRun(clone, env, ports)
     run.wait_ready(START_TIMEOUT)
+    killed.close_output()  # its functions, which held the pipe, are gone now
     assert any("left running" in line for line in run.output), run.output
     assert_every_function_answers(run, note_id=2)
     run.process.send_signal(signal.SIGINT)

@@ -402,6 +402,11 @@ class Supervisor:
     # -- background index builds -------------------------------------------------------
 
     def _bam(self, summary: Summary) -> None:
+        if self.boss.db.through_transaction_pooler:
+            # CREATE INDEX CONCURRENTLY refuses to run inside a transaction block, and through
+            # a transaction pooler every statement runs in one.
+            summary.skipped["bam"] = "index builds need a session: DATABASE_URL is a transaction pooler (port 6543)"
+            return
         if not self._claim_version(supervision_sql.CLAIM_BAM, self.plan.intervals.bam):
             summary.skipped["bam"] = "claimed elsewhere or not due"
             return

@@ -16,7 +16,9 @@ import pytest
 
 from shared.db import Database
 from shared.errors import DatabaseUnavailable
-from tests.conftest import ADMIN_URL, ROOT, require_tool
+from shared.pgboss.client import PgBoss
+from shared.pgboss.supervisor import PASSES, Intervals, Plan, Supervisor
+from tests.conftest import ADMIN_URL, ROOT, SCHEMA, require_tool
 from tests.support.pgbouncer import PgBouncer, binary
 
 DRAINER = "tests/drain/test_drainer.py"
@@ -134,3 +136,17 @@ def test_the_intake_and_drain_tests_pass_through_pgbouncer(suite: str) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary, summary
+
+
+def test_supervision_through_the_pooler_runs_every_pass_but_index_builds(pooled_url: str) -> None:
+    """CREATE INDEX CONCURRENTLY cannot run in the transaction every pooled statement gets:
+    the bam pass says so and the others run as on a direct connection."""
+    db = Database(pooled_url)
+    try:
+        boss = PgBoss(db, SCHEMA)
+        boss.create_queue("q")
+        summary = Supervisor(boss, Plan(passes=frozenset(PASSES), intervals=Intervals(), budget_seconds=30.0)).run()
+    finally:
+        db.close()
+    assert "transaction pooler" in summary.skipped["bam"]
+    assert "monitor" not in summary.skipped and "flows" not in summary.skipped
