@@ -262,10 +262,12 @@ secrets_of() {
 }
 
 # Whether function $1 gets setting $2. A setting named after a function (DRAIN_*,
-# WEBHOOK_*, ENQUEUE_*) goes to that function only; the others go to all of them.
+# WEBHOOK_*, ENQUEUE_*) goes to that function only; the others go to all of them. drain
+# also gets the webhook's routes: it turns the outbox's missed events into their jobs.
 settings_for() {
     local owner=${2%%_*}
     owner=${owner,,}
+    [[ $1 == drain && $2 == WEBHOOK_ROUTES* ]] && return 0
     [[ -z ${ACCESS_OF[$owner]:-} || $owner == "$1" ]]
 }
 

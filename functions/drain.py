@@ -13,10 +13,18 @@ and the answer summarises it::
 ``stopped`` says why the call ended: ``budget`` (its time was up), ``max_jobs`` or
 ``empty`` (a budget of 0 found nothing more due). The loop itself is
 ``shared.drain``; handlers live in ``shared.handlers``.
+
+Each call first reconciles the Supabase outbox (``shared.outbox``): events the webhook
+missed become their jobs before the queues are drained. The answer's ``outbox`` counts
+that pass (absent when the deployment has no webhook routes); its time comes off the
+call's budget, and a database failure there is logged and leaves the drain to run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
 from typing import Annotated, Any
 
 import flask
@@ -29,11 +37,16 @@ from shared.db import Database
 from shared.drain.limits import Limits
 from shared.drain.listener import listen_url
 from shared.drain.loop import Drainer
-from shared.errors import InvalidRequest, field_errors
+from shared.errors import AppError, InvalidRequest, field_errors
 from shared.handlers import load
 from shared.http import endpoint, json_response, parse_json, read_body
+from shared.outbox.reconcile import reconcile_outbox
 
 MAX_BODY_BYTES = 16 * 1024
+# Reconciling the outbox may use at most this share of a call's time.
+OUTBOX_SHARE = 0.25
+
+logger = logging.getLogger(__name__)
 
 
 class DrainRequest(BaseModel):
@@ -61,16 +74,44 @@ def drain(request: flask.Request) -> flask.Response:
     body = read_request(request, registry.names(), settings)
     names = body.queues or list(registry.names())
     url = listen_url(settings)
+    limits = Limits.from_settings(settings, budget_seconds=body.budget_seconds, max_jobs=body.max_jobs)
+    started = time.monotonic()
+    outbox = _reconcile(settings, limits)
     drainer = Drainer(
         instance.boss(),
         registry,
-        Limits.from_settings(settings, budget_seconds=body.budget_seconds, max_jobs=body.max_jobs),
+        _less(limits, time.monotonic() - started),
         listen=(lambda: Database.from_settings(settings, url=url)) if url else None,
         handler_queues=instance.handler_queues(),
     )
     summary = drainer.run(list(dict.fromkeys(names))).as_dict()
     log.annotate(**{key: summary[key] for key in ("fetched", "completed", "failed", "retried", "expired", "stopped")})
+    if outbox is not None:
+        summary["outbox"] = outbox
+        log.annotate(outbox={key: value for key, value in outbox.items() if value and key != "installed"})
     return json_response(summary)
+
+
+def _reconcile(settings: Settings, limits: Limits) -> dict[str, Any] | None:
+    """The outbox pass, bounded to a share of the call; its failure never stops the drain."""
+    try:
+        result = reconcile_outbox(
+            instance.boss(),
+            settings,
+            instance.webhook_routes(),
+            time_limit_seconds=limits.end_seconds * OUTBOX_SHARE,
+        )
+    except AppError as error:
+        logger.warning("outbox not reconciled: %s", error.message)
+        return {"error": error.message}
+    return None if result is None else result.as_dict()
+
+
+def _less(limits: Limits, spent: float) -> Limits:
+    """``limits`` with ``spent`` seconds already gone from the call's time."""
+    ceiling = max(limits.ceiling_seconds - spent, 0.0)
+    budget = min(limits.budget_seconds, ceiling) if limits.budget_seconds > 0 else 0.0
+    return dataclasses.replace(limits, ceiling_seconds=ceiling, budget_seconds=budget)
 
 
 def read_request(request: flask.Request, queues: tuple[str, ...], settings: Settings) -> DrainRequest:

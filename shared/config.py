@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     webhook_require_signature: bool = Field(False, alias="WEBHOOK_REQUIRE_SIGNATURE")
     webhook_signature_tolerance_seconds: int = Field(300, alias="WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", ge=1, le=3600)
 
+    # --- Supabase outbox (deploy/supabase/webhook_triggers.sql) ---------------------------
+    # An event the webhook has not turned into jobs this long after its change becomes
+    # them at the next scheduled call; long enough for pg_net's own delivery to land.
+    outbox_grace_seconds: float = Field(60, alias="OUTBOX_GRACE_SECONDS", ge=0, le=86_400)
+    outbox_batch_size: int = Field(500, alias="OUTBOX_BATCH_SIZE", ge=1, le=5000)
+    # 0 turns reconciling off.
+    outbox_max_batches: int = Field(10, alias="OUTBOX_MAX_BATCHES", ge=0, le=1000)
+
     # --- drain --------------------------------------------------------------------
     # drain is deployed with DRAIN_TIMEOUT_SECONDS; a call works for its budget and
     # keeps DRAIN_MARGIN_SECONDS after that to settle what is left and answer.

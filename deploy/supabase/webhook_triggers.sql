@@ -26,6 +26,17 @@
 -- body ({type, table, schema, record, old_record}), sent by pg_net's net.http_post,
 -- asynchronously once the transaction commits - but builds its headers when it fires.
 --
+-- No change is lost: pg_net sends once and never retries (a cold start beyond the
+-- timeout, a 503, a deploy or an unknown queue drops the request), and keeps its queue in
+-- unlogged tables. So the trigger also writes the same body to manda_processing.outbox,
+-- in the changing transaction itself: the row exists exactly when the change committed.
+-- The webhook stays the fast path; the scheduled `drain` reconciles the outbox
+-- (shared/outbox/): an event older than OUTBOX_GRACE_SECONDS becomes its jobs through the
+-- same routes table and so with the same job ids the webhook derives, which pg-boss's
+-- same-id rule turns into nothing when the delivery did arrive. Then the row is deleted.
+-- drain's role needs USAGE on the schema and SELECT, UPDATE, DELETE on the table when it
+-- is not the role applying this file (deploy/README.md).
+--
 -- Safe to re-run: it replaces the function and the triggers, and removes this trigger
 -- from tables no route watches any more, all in one transaction (which also keeps every
 -- statement on one server connection through Supabase's transaction pooler).
@@ -63,6 +74,20 @@ CREATE SCHEMA IF NOT EXISTS manda_processing;
 -- Nobody needs to reach into this schema: triggers call the function by its oid.
 REVOKE ALL ON SCHEMA manda_processing FROM PUBLIC;
 
+-- Every change a trigger sent (or would have sent), kept until drain has made sure its
+-- jobs exist. `event` is the webhook's request body, byte for byte the same JSON value.
+-- A row drain could not turn into jobs yet (an unknown queue, an event the routes refuse)
+-- stays, with how often it was tried, why not, and when to try again.
+CREATE TABLE IF NOT EXISTS manda_processing.outbox (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event       jsonb       NOT NULL,
+    created_on  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts    integer     NOT NULL DEFAULT 0,
+    held_until  timestamptz,
+    last_error  text
+);
+REVOKE ALL ON TABLE manda_processing.outbox FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION manda_processing.post_row_change()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -76,26 +101,32 @@ DECLARE
     wait_ms     integer := TG_ARGV[1]::integer;
     vault_name  text    := TG_ARGV[2];
     secret      text;
+    payload     jsonb;
 BEGIN
+    payload := jsonb_build_object(
+        'type', TG_OP,
+        'table', TG_TABLE_NAME,
+        'schema', TG_TABLE_SCHEMA,
+        'record', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END,
+        'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END
+    );
+    -- The guarantee: part of this transaction, so it commits exactly when the change does.
+    INSERT INTO manda_processing.outbox (event) VALUES (payload);
+
     SELECT s.decrypted_secret INTO secret
       FROM vault.decrypted_secrets AS s
      WHERE s.name = vault_name;
     IF secret IS NULL OR secret = '' THEN
-        -- The row change itself must not fail over this: say so, and send nothing
-        -- (without the secret the webhook would refuse it anyway).
+        -- The row change itself must not fail over this: say so, and send nothing (without
+        -- the secret the webhook would refuse it anyway); the outbox row still makes its job.
         RAISE WARNING 'manda_processing: no Vault secret "%"; % on %.% not sent to the webhook',
             vault_name, TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME;
         RETURN NULL;
     END IF;
+    -- The fast path: queued by pg_net now, sent once after commit.
     PERFORM net.http_post(
         url := target_url,
-        body := jsonb_build_object(
-            'type', TG_OP,
-            'table', TG_TABLE_NAME,
-            'schema', TG_TABLE_SCHEMA,
-            'record', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END,
-            'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END
-        ),
+        body := payload,
         params := '{}'::jsonb,
         headers := jsonb_build_object(
             'Content-Type', 'application/json',

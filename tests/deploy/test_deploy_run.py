@@ -22,7 +22,7 @@ import pytest
 from shared.db import Database
 from tests.conftest import require_tool
 from tests.deploy.plan import ROOT, Command, Plan, run_deploy, settings_of
-from tests.deploy.test_webhook_triggers import STAND_INS
+from tests.support.supabase import STAND_INS
 
 FAKE = Path(__file__).with_name("fake_gcloud.py")
 DEV = settings_of("dev")
@@ -123,7 +123,7 @@ def test_first_deploy_creates_everything(deploy, target) -> None:
     assert connection.run("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'pgboss'")[0][0] > 0
     assert connection.run("SELECT count(*) FROM pg_trigger WHERE tgname = 'manda_processing_webhook'") == [[1]]
     connection.run("INSERT INTO documents (project_id) VALUES (1)")
-    (call,) = connection.run("SELECT url FROM net.calls")
+    (call,) = connection.run("SELECT url FROM net.http_request_queue")
     assert call == [f"https://webhook-{DEV['PROJECT_NUMBER']}.{DEV['REGION']}.run.app"]
 
     # The secret's value is used but never shown; its name is shown in its place.

@@ -1,9 +1,11 @@
 """deploy/supabase/webhook_triggers.sql, applied with psql to a real PostgreSQL.
 
-Supabase's pieces are stood in for, with their real names and signatures: pg_net's
-``net.http_post`` records each request in ``net.calls`` instead of sending it, and
-``vault.decrypted_secrets`` is a view over a plain table. Each test gets its own scratch
-database (created and dropped by the ``empty_database_url`` fixture).
+Supabase's pieces are stood in for, with their real names and signatures
+(``tests.support.supabase``): pg_net's ``net.http_post`` queues each request in
+``net.http_request_queue``, where these tests read it, and ``vault.decrypted_secrets`` is
+a view over a plain table. Each test gets its own scratch database (created and dropped
+by the ``empty_database_url`` fixture). What becomes of the requests and of the outbox
+is tested in ``tests/outbox``.
 """
 
 from __future__ import annotations
@@ -24,37 +26,12 @@ from shared.db import Database
 from shared.intake import DatabaseEvent
 from tests.conftest import WEBHOOK_SECRET, count_jobs, require_tool
 from tests.deploy.plan import ROOT
+from tests.support.supabase import STAND_INS, apply_triggers
 
-SQL = ROOT / "deploy" / "supabase" / "webhook_triggers.sql"
 EXAMPLE_ROUTES = json.loads((ROOT / "webhook_routes.example.json").read_text(encoding="utf-8"))
 URL = "https://webhook-100000000001.europe-west1.run.app"
 SECRET = "vault-held-secret-7d1e8b6c3a5f0d"
 VAULT_NAME = "processing_webhook_secret"
-
-STAND_INS = """
-CREATE SCHEMA net;
-CREATE TABLE net.calls (
-    id bigserial PRIMARY KEY, url text, body jsonb, params jsonb, headers jsonb, timeout_milliseconds integer
-);
--- pg_net's signature; the real one queues the request and sends it after commit.
-CREATE FUNCTION net.http_post(
-    url text,
-    body jsonb DEFAULT '{}'::jsonb,
-    params jsonb DEFAULT '{}'::jsonb,
-    headers jsonb DEFAULT '{"Content-Type": "application/json"}'::jsonb,
-    timeout_milliseconds integer DEFAULT 5000
-) RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO net.calls (url, body, params, headers, timeout_milliseconds)
-    VALUES (url, body, params, headers, timeout_milliseconds) RETURNING id
-$$;
-CREATE SCHEMA vault;
-CREATE TABLE vault.secrets (name text PRIMARY KEY, secret text NOT NULL);
-CREATE VIEW vault.decrypted_secrets AS SELECT name, secret AS decrypted_secret FROM vault.secrets;
-CREATE TABLE public.documents (
-    id serial PRIMARY KEY, project_id integer, storage_path text, status text DEFAULT 'new'
-);
-CREATE TABLE public.comments (id serial PRIMARY KEY, body text);
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +50,7 @@ class Scratch:
 
     def apply(self, routes: Any = EXAMPLE_ROUTES, **variables: str | None) -> subprocess.CompletedProcess[str]:
         """psql -f webhook_triggers.sql; a variable given as None is left unset."""
-        values: dict[str, Any] = {"webhook_url": URL, "routes": routes, **variables}
-        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-        for name, value in values.items():
-            if value is not None:
-                text = value if isinstance(value, str) else json.dumps(value)
-                argv += ["-v", f"{name}={text}"]
-        argv += ["-f", str(SQL), "-d", self.url]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return apply_triggers(self.url, {"webhook_url": URL, "routes": routes, **variables})
 
     def apply_ok(self, routes: Any = EXAMPLE_ROUTES, **variables: str) -> str:
         result = self.apply(routes, **variables)
@@ -88,8 +58,14 @@ class Scratch:
         return result.stderr
 
     def calls(self) -> list[dict[str, Any]]:
-        rows = self.run("SELECT url, body, params, headers, timeout_milliseconds FROM net.calls ORDER BY id")
-        return [dict(zip(["url", "body", "params", "headers", "timeout_ms"], row, strict=True)) for row in rows]
+        rows = self.run(
+            "SELECT method, url, convert_from(body, 'UTF8')::jsonb, headers, timeout_milliseconds"
+            " FROM net.http_request_queue ORDER BY id"
+        )
+        return [dict(zip(["method", "url", "body", "headers", "timeout_ms"], row, strict=True)) for row in rows]
+
+    def outbox(self) -> list[Any]:
+        return [event for (event,) in self.run("SELECT event FROM manda_processing.outbox ORDER BY id")]
 
     def triggers(self) -> dict[str, str]:
         rows = self.run(
@@ -127,13 +103,39 @@ def test_each_change_posts_supabases_payload_with_the_secret(scratch: Scratch) -
         assert call["url"] == URL
         assert call["timeout_ms"] == 5000
         assert call["headers"] == {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
-        assert call["params"] == {}
+        assert call["method"] == "POST"
         event = DatabaseEvent.model_validate(call["body"])  # what the webhook function parses
         assert (event.schema_name, event.table) == ("public", "documents")
         assert event.row["storage_path"] == "p/7/a.pdf"
     assert calls[0]["body"]["old_record"] is None
     assert calls[1]["body"]["old_record"]["status"] == "new" and calls[1]["body"]["record"]["status"] == "ready"
     assert calls[2]["body"]["record"] is None
+    assert scratch.outbox() == [call["body"] for call in calls], "each change is also kept, with the same body"
+
+
+def test_the_outbox_row_commits_and_rolls_back_with_the_change(scratch: Scratch) -> None:
+    scratch.apply_ok()
+    scratch.run("BEGIN")
+    scratch.run("INSERT INTO documents (project_id) VALUES (8)")
+    scratch.run("ROLLBACK")
+    assert scratch.outbox() == [] and scratch.calls() == []
+    scratch.run("BEGIN")
+    scratch.run("INSERT INTO documents (project_id) VALUES (9)")
+    scratch.run("COMMIT")
+    assert [event["record"]["project_id"] for event in scratch.outbox()] == [9]
+
+
+def test_roles_that_change_rows_cannot_read_or_write_the_outbox(scratch: Scratch) -> None:
+    scratch.apply_ok()
+    scratch.run(f'SET ROLE "{scratch.role}"')
+    try:
+        scratch.run("INSERT INTO documents (project_id) VALUES (10)")  # the trigger writes it for them
+        for statement in ("SELECT * FROM manda_processing.outbox", "DELETE FROM manda_processing.outbox"):
+            with pytest.raises(pg8000.native.DatabaseError, match="permission denied"):
+                scratch.run(statement)
+    finally:
+        scratch.run("RESET ROLE")
+    assert len(scratch.outbox()) == 1
 
 
 def test_timeout_and_vault_name_are_variables(scratch: Scratch) -> None:
@@ -201,6 +203,7 @@ def test_a_missing_secret_at_trigger_time_never_blocks_the_write(scratch: Scratc
     scratch.run("INSERT INTO documents (project_id) VALUES (5)")
     assert scratch.run("SELECT count(*) FROM documents") == [[1]]
     assert scratch.calls() == []
+    assert [event["record"]["project_id"] for event in scratch.outbox()] == [5], "kept for the scheduled call"
 
 
 def test_reapplying_converges(scratch: Scratch) -> None:
@@ -209,6 +212,9 @@ def test_reapplying_converges(scratch: Scratch) -> None:
     assert list(scratch.triggers()) == ["documents"]
     scratch.run("INSERT INTO documents (project_id) VALUES (6)")
     assert len(scratch.calls()) == 1, "one trigger, one request"
+    assert len(scratch.outbox()) == 1, "re-applying keeps the outbox and its rows"
+    scratch.apply_ok()
+    assert len(scratch.outbox()) == 1
     # A table no route watches any more loses its trigger.
     scratch.apply_ok({"routes": [{"name": "c", "table": "comments", "events": ["INSERT"], "queue": "q"}]})
     assert list(scratch.triggers()) == ["comments"]
