@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from tests.conftest import SCHEMA
 
 
@@ -20,7 +22,7 @@ def test_ready_against_a_migrated_database(client_for) -> None:
         "schema": SCHEMA,
         "version": 46,
         "pgboss_releases": "12.38.0",
-        "supported": "25..46 (pg-boss 11.0.0..12.38.0)",
+        "supported": "21..46 (pg-boss 10.0.0..12.38.0)",
     }
 
 
@@ -43,14 +45,15 @@ def test_database_without_pgboss_is_not_ready(client_for, empty_database_url) ->
     assert "missing" in checks["pgboss_schema"]["reason"]
 
 
-def test_unsupported_schema_version_is_not_ready(client_for, db) -> None:
-    db.run(f"UPDATE {SCHEMA}.version SET version = 47")
+@pytest.mark.parametrize("version", [20, 47])
+def test_unsupported_schema_version_is_not_ready(client_for, db, version: int) -> None:
+    db.run(f"UPDATE {SCHEMA}.version SET version = {version}")
     response = client_for("ready").get("/")
     assert response.status_code == 503
     reason = response.get_json()["checks"]["pgboss_schema"]["reason"]
     assert reason == (
-        "pg-boss schema version 47 (pg-boss unknown) is unsupported;"
-        " supported range is 25..46 (pg-boss 11.0.0..12.38.0)"
+        f"pg-boss schema version {version} (pg-boss unknown) is unsupported;"
+        " supported range is 21..46 (pg-boss 10.0.0..12.38.0)"
     )
 
 

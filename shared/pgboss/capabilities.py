@@ -7,6 +7,12 @@ is present, and the few behaviours that changed without a new column (the retry
 backoff formula, which columns a dead-letter copy and a retry carry) are keyed on the
 schema version, as pg-boss's own releases changed them.
 
+Schemas 21-24 (pg-boss 10.x) have an older shape that 11.0 rebuilt without a
+migration: jobs expire by an ``expire_in`` interval, queues keep ``retention_minutes``
+and ``partition_name``, finished jobs move to an ``archive`` table, and there is no
+``retry_delay_max`` or ``deletion_seconds``. ``archive`` marks that shape; the same
+statements are rendered for it.
+
 ``Capabilities`` is the one object other modules ask: ``schema_version`` and one
 boolean per feature. It is detected per client (one statement), and again when a
 statement finds the schema changed under it.
@@ -18,11 +24,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The schema versions this package works with: pg-boss 11.0.0 (25) to 12.38.0 (46).
+# The schema versions this package works with: pg-boss 10.0.0 (21) to 12.38.0 (46).
 # 28, 44 and 45 have no release one can install (12.10.0 is unlisted, 12.36.0 and
 # 12.37.0 were never published); they are accepted because every difference they
 # make is a column detected below.
-OLDEST_SCHEMA = 25
+OLDEST_SCHEMA = 21
 NEWEST_SCHEMA = 46
 SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset(range(OLDEST_SCHEMA, NEWEST_SCHEMA + 1))
 
@@ -55,7 +61,7 @@ RELEASES: Mapping[int, str] = {
     45: "12.37.0",
     46: "12.38.0",
 }
-SUPPORTED_RELEASES = "11.0.0..12.38.0"
+SUPPORTED_RELEASES = "10.0.0..12.38.0"
 
 
 def releases_of(schema_version: int) -> str:
@@ -99,6 +105,18 @@ class Capabilities:
     # -- features ---------------------------------------------------------------------
 
     @property
+    def archive(self) -> bool:
+        """pg-boss 10.x's shape (schemas 21-24): ``expire_in`` interval, ``archive`` table,
+        ``retention_minutes``, one partition per queue, no ``retry_delay_max`` or
+        ``deletion_seconds``."""
+        return "expire_in" in self.job_columns
+
+    @property
+    def create_queue_idempotent(self) -> bool:
+        """``create_queue`` leaves an existing queue alone (24, 10.1.5); 21-23 raise."""
+        return self.schema_version >= 24
+
+    @property
     def exclusive_policy(self) -> bool:
         """Queue policy ``exclusive`` (schema 26, pg-boss 11.1)."""
         return self.schema_version >= 26
@@ -110,8 +128,9 @@ class Capabilities:
 
     @property
     def dead_letter_per_job(self) -> bool:
-        """A job's own ``deadLetter`` instead of its queue's (schema 27, 12.6)."""
-        return self.schema_version >= 27
+        """A job's own ``deadLetter`` instead of its queue's (10.x, then again from
+        schema 27, 12.6; 11.0-12.5 took it from the queue only)."""
+        return self.archive or self.schema_version >= 27
 
     @property
     def key_strict_fifo_policy(self) -> bool:
@@ -167,8 +186,20 @@ class Capabilities:
 
     @property
     def retention_per_job(self) -> bool:
-        """A job's own ``retentionSeconds`` (schema 26, 11.1; 11.0 took a ``keepUntil`` date)."""
-        return self.schema_version >= 26
+        """A job's own ``retentionSeconds`` (10.x as a ``keepUntil`` interval, then from
+        schema 26, 11.1; 11.0 took a ``keepUntil`` date)."""
+        return self.archive or self.schema_version >= 26
+
+    @property
+    def retry_delay_max(self) -> bool:
+        """``retryDelayMax`` caps backed-off retries (schema 25, 11.0)."""
+        return "retry_delay_max" in self.job_columns
+
+    @property
+    def deletion_per_job(self) -> bool:
+        """A job's own ``deleteAfterSeconds`` (schema 25, 11.0; 10.x deletes archived
+        jobs after one instance-wide interval)."""
+        return "deletion_seconds" in self.job_columns
 
     def send_options_missing(self, given: Collection[str]) -> list[str]:
         """The pg-boss send options among ``given`` that this schema does not have."""
@@ -177,16 +208,30 @@ class Capabilities:
             "deadLetter": self.dead_letter_per_job,
             "heartbeatSeconds": self.heartbeats,
             "retentionSeconds": self.retention_per_job,
+            "retryDelayMax": self.retry_delay_max,
+            "deleteAfterSeconds": self.deletion_per_job,
         }
         return [option for option in given if not needs.get(option, True)]
 
-    def queue_options_missing(self, given: Collection[str], policy: str) -> list[str]:
-        """The pg-boss queue options (and policy) among ``given`` that this schema lacks."""
+    def queue_options_missing(self, given: Mapping[str, Any], policy: str) -> list[str]:
+        """The pg-boss queue options (and policy) among ``given`` that this schema lacks.
+
+        10.x stores retention in whole minutes and gives every queue its own partition,
+        so a ``retentionSeconds`` that is not whole minutes and ``partition: false`` (the
+        shared table of 11.0+) are refused there rather than rounded or ignored.
+        """
         needs = {
             "heartbeatSeconds": self.heartbeats,
             "notify": self.notify,
+            "retryDelayMax": self.retry_delay_max,
+            "deleteAfterSeconds": self.deletion_per_job,
+            "warningQueueSize": not self.archive,
         }
         missing = [option for option in given if not needs.get(option, True)]
+        if self.archive and given.get("retentionSeconds", 60) % 60:
+            missing.append("retentionSeconds other than whole minutes")
+        if self.archive and given.get("partition") is False:
+            missing.append("partition false")
         if (policy == "exclusive" and not self.exclusive_policy) or (
             policy == "key_strict_fifo" and not self.key_strict_fifo_policy
         ):

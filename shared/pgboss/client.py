@@ -165,10 +165,12 @@ class PgBoss:
         wire = options.wire()
         for option in caps.queue_options_missing(wire, options.policy.value):
             raise OptionNotSupported(option, caps.schema_version, caps.releases, queue=name)
+        if caps.archive:
+            wire = encoding.archive_queue_options(wire)
         params = {"name": name, "options": encoding.encode(wire)}
         with self._queue_errors([name, options.dead_letter or name]), self.db.transaction() as tx:
             tx.run(sql.advisory_lock(), {"key": self.schema + "create-queue"})
-            tx.run(sql.create_queue(self.schema), params)
+            tx.run(sql.create_queue(caps, self.schema), params)
             row = tx.run(sql.get_queue(caps, self.schema), {"name": name})[0]
         return self._remember(Queue.from_row(row))
 
@@ -304,8 +306,9 @@ class PgBoss:
         """Fail the queue's timed-out and (30+) heartbeat-lost jobs, as pg-boss's monitor does.
 
         Each batch of up to 1000 runs in its own transaction under the advisory lock
-        pg-boss takes for the same sweep of the queue's table, so this can run next to a
-        Node supervisor without failing a job twice.
+        pg-boss takes for the same sweep of the queue's table (10.x: the schema's own lock,
+        which its supervisor holds while it expires every queue), so this can run next to
+        a Node supervisor without failing a job twice.
         """
         table = self._require_queue(name).table_name
         caps = self.capabilities
@@ -314,9 +317,10 @@ class PgBoss:
             sweeps.append((sql.fail_expired(caps, self.schema, heartbeat=True), "failJobsByHeartbeat"))
         rows: list[Row] = []
         for statement, lock in sweeps:
+            key = self.schema if caps.archive else self.schema + table + lock
             while True:
                 with self._schema_errors(), self.db.transaction() as tx:
-                    tx.run(sql.advisory_lock(), {"key": self.schema + table + lock})
+                    tx.run(sql.advisory_lock(), {"key": key})
                     batch = tx.run(statement, {"name": name, "limit": EXPIRY_BATCH_SIZE})
                 rows.extend(row for row in batch if row["id"] is not None)
                 if batch[0]["picked"] < EXPIRY_BATCH_SIZE:
@@ -402,14 +406,15 @@ class PgBoss:
     def _queue_errors(self, queues: Sequence[str], jobs: Sequence[JobRequest] = ()) -> Iterator[None]:
         """Translate what a caller can act on when writing jobs or queues, naming the culprit.
 
-        23503: a job or queue named a queue (or dead letter queue) that does not exist.
+        23503: a job or queue named a queue (or dead letter queue) that does not exist;
+        on 10.x a job for a missing queue finds no partition of ``job`` (23514).
         23514 from key_strict_fifo's check: a job for such a queue had no singletonKey.
         """
         try:
             with self._schema_errors():
                 yield
         except DatabaseError as error:
-            if error.sqlstate == _FOREIGN_KEY_VIOLATION:
+            if error.sqlstate in (_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION):
                 missing = self._missing_queue(queues)
                 if missing is not None:
                     raise QueueNotFound(missing) from error

@@ -67,6 +67,16 @@ def job_rows(requests: Sequence[JobRequest]) -> list[dict[str, Any]]:
     return rows
 
 
+def archive_queue_options(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """Queue options under pg-boss 10.x's names for its ``create_queue``: retention in
+    whole minutes (the caller has refused any other), and no ``partition`` since every
+    10.x queue has its own."""
+    options = {key: value for key, value in wire.items() if key not in ("retentionSeconds", "partition")}
+    if "retentionSeconds" in wire:
+        options["retentionMinutes"] = wire["retentionSeconds"] // 60
+    return options
+
+
 def attempt_rows(jobs: Iterable[Job]) -> list[dict[str, Any]]:
     """The attempt fence of each job: its id and the retry_count it was fetched with."""
     return [{"id": job.id, "retry_count": job.retry_count} for job in jobs]

@@ -238,7 +238,7 @@ class JobDetails(Job):
     retry_delay_max: int | None
     start_after: datetime
     singleton_on: datetime | None
-    deletion_seconds: int
+    deletion_seconds: int | None
     created_on: datetime
     completed_on: datetime | None
     keep_until: datetime
@@ -290,7 +290,7 @@ class Queue:
     retry_delay_max: int | None
     expire_seconds: int
     retention_seconds: int
-    deletion_seconds: int
+    deletion_seconds: int | None
     dead_letter: str | None
     heartbeat_seconds: int | None
     notify: bool

@@ -14,6 +14,12 @@ Batches travel as one JSON document read with ``json_to_recordset``: measured wi
 pg8000 against parallel arrays + ``unnest`` it was faster at every batch size (1000
 jobs: 31 ms against 48 ms), and one document keeps rows aligned by construction.
 
+Schemas 21-24 (pg-boss 10.x, ``caps.archive``) get the same statements over their
+columns: ``expire_in`` (an interval) where later schemas have ``expire_seconds``,
+``retention_minutes`` and ``partition_name`` on the queue, no ``retry_delay_max`` or
+``deletion_seconds`` (read as NULL), and an ``archive`` table that ``get_job`` and
+``delete_jobs`` also look in, because 10.x's supervisor moves finished jobs there.
+
 Timestamps come from ``job_now()`` where the schema has it (42+, so a test clock
 installed by pg-boss applies to our writes too), else from ``now()``. Jobs are
 addressed through the partitioned parent ``job`` with a ``name`` predicate; Postgres
@@ -106,9 +112,21 @@ FROM settings
 
 
 def _queue_columns(caps: Capabilities) -> str:
-    """A queue's configuration; heartbeat_seconds (30+) and notify (32+) default when absent."""
+    """A queue's configuration; heartbeat_seconds (30+) and notify (32+) default when absent.
+
+    10.x rows may hold NULL settings (its ``create_queue`` stores only what was given):
+    they read as the defaults its insert applies, retention from whole minutes, and the
+    queue's own partition as its table."""
     heartbeat = "q.heartbeat_seconds" if caps.heartbeats else "CAST(NULL AS int) AS heartbeat_seconds"
     notify = "q.notify" if caps.notify else "false AS notify"
+    if caps.archive:
+        return f"""
+  q.name, coalesce(q.policy, 'standard') AS policy, coalesce(q.retry_limit, 2) AS retry_limit,
+  coalesce(q.retry_delay, 0) AS retry_delay, coalesce(q.retry_backoff, false) AS retry_backoff,
+  CAST(NULL AS int) AS retry_delay_max, coalesce(q.expire_seconds, 900) AS expire_seconds,
+  coalesce(q.retention_minutes * 60, 1209600) AS retention_seconds,
+  CAST(NULL AS int) AS deletion_seconds, q.dead_letter, {heartbeat}, {notify},
+  true AS partition, q.partition_name AS table_name"""
     return f"""
   q.name, q.policy, q.retry_limit, q.retry_delay, q.retry_backoff, q.retry_delay_max,
   q.expire_seconds, q.retention_seconds, q.deletion_seconds, q.dead_letter,
@@ -151,13 +169,21 @@ ORDER BY q.name
 
 
 @cache
-def create_queue(schema: str) -> str:
+def create_queue(caps: Capabilities, schema: str) -> str:
     """pg-boss createQueue(): its own SQL function (``create_queue(name, options jsonb)``
     from 11.0 on), run after the advisory lock with the 'create-queue' suffix. The
-    function inserts with ON CONFLICT DO NOTHING, so an existing queue is left as it is."""
-    n = _names(None, schema)
-    return f"""
+    function inserts with ON CONFLICT DO NOTHING, so an existing queue is left as it is.
+
+    10.x's takes ``json`` with its own option names (``retentionMinutes``) and, before
+    24 (10.1.5), raises for an existing queue: it is only called for a missing one."""
+    n = _names(caps, schema)
+    if not caps.archive:
+        return f"""
 SELECT {n.s}.create_queue(CAST(:name AS text), CAST(:options AS jsonb))
+"""
+    return f"""
+SELECT {n.s}.create_queue(CAST(:name AS text), CAST(:options AS json))
+WHERE NOT EXISTS (SELECT 1 FROM {n.s}.queue WHERE name = :name)
 """
 
 
@@ -180,7 +206,8 @@ def insert_jobs(caps: Capabilities, schema: str, *, debounce: bool) -> str:
     insert(), for any number of queues at once.
 
     Per row, every setting is the job's option, else the queue's column, else the
-    schema default (which only a vanished queue reaches, so q_fkey reports it);
+    schema default (which only a vanished queue reaches, so q_fkey reports it, or a
+    10.x queue created without that setting);
     ``policy`` always comes from the queue. keep_until counts from start_after. ON
     CONFLICT DO NOTHING turns a policy, throttle or id conflict into no row. Columns the
     schema lacks (groups 27+, heartbeats 30+, flows 31+) are not written; the caller has
@@ -211,14 +238,19 @@ def insert_jobs(caps: Capabilities, schema: str, *, debounce: bool) -> str:
     ]
     if caps.groups:
         pairs += [("group_id", "group_id"), ("group_tier", "group_tier")]
+    if caps.archive:
+        pairs.append(("expire_in", "make_interval(secs => expire_seconds)"))
+    else:
+        pairs += [("expire_seconds", "expire_seconds"), ("deletion_seconds", "deletion_seconds")]
     pairs += [
-        ("expire_seconds", "expire_seconds"),
-        ("deletion_seconds", "deletion_seconds"),
         ("keep_until", "keep_until"),
         ("retry_limit", "retry_limit"),
         ("retry_delay", "retry_delay"),
         ("retry_backoff", "retry_backoff"),
-        ("retry_delay_max", "retry_delay_max"),
+    ]
+    if caps.retry_delay_max:
+        pairs.append(("retry_delay_max", "retry_delay_max"))
+    pairs += [
         ("policy", "policy"),
         ("dead_letter", "dead_letter"),
     ]
@@ -229,6 +261,21 @@ def insert_jobs(caps: Capabilities, schema: str, *, debounce: bool) -> str:
     columns = _csv([column for column, _ in pairs])
     values = _csv([value for _, value in pairs])
     queue_heartbeat = "q.heartbeat_seconds" if caps.heartbeats else "CAST(NULL AS int)"
+    if caps.archive:
+        # 10.x: retention in whole minutes, no per-queue deletion or delay cap; a backed
+        # off retry waits at least a second.
+        queue_deletion, queue_retention = "CAST(NULL AS int)", "q.retention_minutes * 60"
+        queue_delay_max = "CAST(NULL AS int)"
+        retry_delay = """CASE WHEN coalesce(retry_backoff, queue_retry_backoff, false)
+      THEN greatest(coalesce(retry_delay, queue_retry_delay, 0), 1)
+      ELSE coalesce(retry_delay, queue_retry_delay, 0) END"""
+    else:
+        queue_deletion, queue_retention, queue_delay_max = (
+            "q.deletion_seconds",
+            "q.retention_seconds",
+            "q.retry_delay_max",
+        )
+        retry_delay = "coalesce(retry_delay, queue_retry_delay, 0)"
     if debounce:
         rows = f"""CROSS JOIN LATERAL (VALUES (false), (true)) AS a (next_try)
   LEFT JOIN {n.s}.queue q ON q.name = i.name
@@ -288,9 +335,9 @@ clock AS (
 ),
 attempts AS (
   SELECT i.*, q.policy AS queue_policy, q.expire_seconds AS queue_expire,
-    q.deletion_seconds AS queue_deletion, q.retention_seconds AS queue_retention,
+    {queue_deletion} AS queue_deletion, {queue_retention} AS queue_retention,
     q.retry_limit AS queue_retry_limit, q.retry_delay AS queue_retry_delay,
-    q.retry_backoff AS queue_retry_backoff, q.retry_delay_max AS queue_retry_delay_max,
+    q.retry_backoff AS queue_retry_backoff, {queue_delay_max} AS queue_retry_delay_max,
     q.dead_letter AS queue_dead_letter, {queue_heartbeat} AS queue_heartbeat,
     a.next_try, c.now,
     CASE
@@ -316,7 +363,7 @@ prepared AS (
     start_after + make_interval(secs => coalesce(retention_seconds, queue_retention, 1209600))
       AS keep_until,
     coalesce(retry_limit, queue_retry_limit, 2) AS retry_limit,
-    coalesce(retry_delay, queue_retry_delay, 0) AS retry_delay,
+    {retry_delay} AS retry_delay,
     coalesce(retry_backoff, queue_retry_backoff, false) AS retry_backoff,
     coalesce(retry_delay_max, queue_retry_delay_max) AS retry_delay_max,
     queue_policy AS policy,
@@ -363,8 +410,12 @@ _JOB_FIELDS = (
     "j.singleton_key",
 )
 
-# Columns later schemas added, with what a job of an older schema reads as instead.
+# Columns not every schema has, with what a job of a schema without them reads as: the
+# later schemas' additions, and 11.0's settings that 10.x lacks or keeps as an interval.
 _ADDED_COLUMNS = {
+    "expire_seconds": "CAST(extract(epoch FROM j.expire_in) AS int)",
+    "deletion_seconds": "CAST(NULL AS int)",
+    "retry_delay_max": "CAST(NULL AS int)",
     "group_id": "CAST(NULL AS text)",
     "group_tier": "CAST(NULL AS text)",
     "heartbeat_on": "CAST(NULL AS timestamptz)",
@@ -596,11 +647,14 @@ SELECT CAST(id AS text) AS id FROM completed WHERE (SELECT count(*) FROM unblock
 def _retry_delay(caps: Capabilities) -> str:
     """Seconds until a backed-off retry, as the schema's releases compute it.
 
-    25-26: ``retry_delay + 2^(k-1) * (1 + random())``; 27-36: ``retry_delay * 2^(k-1) *
-    (1 + random())``; 37+: ``max(retry_delay, 1) * 2^(k-1) * (1 + random())``, with
-    k = min(16, retry_count + 1); always capped by retry_delay_max when set.
+    21-24 (10.x) and 27-36: ``retry_delay * 2^(k-1) * (1 + random())``; 25-26:
+    ``retry_delay + 2^(k-1) * (1 + random())``; 37+: ``max(retry_delay, 1) * 2^(k-1) *
+    (1 + random())``, with k = min(16, retry_count + 1); from 25 capped by
+    retry_delay_max when set.
     """
     growth = "2 ^ (least(16, retry_count + 1) - 1) * (1 + random())"
+    if caps.archive:
+        return f"retry_delay * {growth}"
     if caps.schema_version <= 26:
         return f"retry_delay + {growth}"
     if caps.schema_version <= 36:
@@ -613,7 +667,8 @@ def _reinsert(caps: Capabilities, *, state: str, start_after: str, completed_on:
 
     Every column is copied except the attempt's outcome; the heartbeat (30+) restarts.
     The source_* provenance (34+) is carried through a retry only from 43, and
-    trace_context from 44, as those releases do.
+    trace_context from 44, as those releases do. 10.x rows carry expire_in instead of
+    expire_seconds, deletion_seconds and retry_delay_max.
     """
     pairs = [
         ("id", "id"),
@@ -625,7 +680,6 @@ def _reinsert(caps: Capabilities, *, state: str, start_after: str, completed_on:
         ("retry_count", "retry_count"),
         ("retry_delay", "retry_delay"),
         ("retry_backoff", "retry_backoff"),
-        ("retry_delay_max", "retry_delay_max"),
         ("start_after", start_after),
         ("started_on", "started_on"),
         ("singleton_key", "singleton_key"),
@@ -633,9 +687,15 @@ def _reinsert(caps: Capabilities, *, state: str, start_after: str, completed_on:
     ]
     if caps.groups:
         pairs += [("group_id", "group_id"), ("group_tier", "group_tier")]
+    if caps.archive:
+        pairs.append(("expire_in", "expire_in"))
+    else:
+        pairs += [
+            ("retry_delay_max", "retry_delay_max"),
+            ("expire_seconds", "expire_seconds"),
+            ("deletion_seconds", "deletion_seconds"),
+        ]
     pairs += [
-        ("expire_seconds", "expire_seconds"),
-        ("deletion_seconds", "deletion_seconds"),
         ("created_on", "created_on"),
         ("completed_on", completed_on),
         ("keep_until", "keep_until"),
@@ -671,7 +731,20 @@ def _dead_letter_copy(caps: Capabilities, n: _Names) -> tuple[str, str]:
     the failed job's output as the copy's output (25-42, from 43 as source_output),
     source_* provenance (34+), expire_seconds, singleton_key and the queue's heartbeat
     (37+), priority and group (38+), the root of a chain (43+), trace_context (44+).
+
+    10.x takes nothing from the dead letter queue's row: the copy has the failed job's
+    data, output and retry_limit, is kept as long again past its keep_until as the job
+    was kept, and every other column is the table's default.
     """
+    if caps.archive:
+        pairs = [
+            ("name", "s.dead_letter"),
+            ("data", "s.data"),
+            ("output", "s.output"),
+            ("retry_limit", "s.retry_limit"),
+            ("keep_until", "s.keep_until + (s.keep_until - s.start_after)"),
+        ]
+        return _csv([column for column, _ in pairs]), _csv([value for _, value in pairs])
     version = caps.schema_version
     pairs = [
         ("name", "s.dead_letter"),
@@ -721,10 +794,11 @@ def _fail(caps: Capabilities, n: _Names, picked: str, removed: str, result: str)
     ``retry_count = retry_limit`` start_after is kept (the job is failing for good).
     """
     state = f"CAST(CASE WHEN retry_count < retry_limit THEN 'retry' ELSE 'failed' END AS {n.s}.job_state)"
+    backoff = f"least(retry_delay_max, {_retry_delay(caps)})" if caps.retry_delay_max else _retry_delay(caps)
     start_after = f"""CASE
       WHEN retry_count = retry_limit THEN start_after
       WHEN NOT retry_backoff THEN {n.now} + make_interval(secs => retry_delay)
-      ELSE {n.now} + make_interval(secs => least(retry_delay_max, {_retry_delay(caps)}))
+      ELSE {n.now} + make_interval(secs => {backoff})
     END"""
     completed_on = f"CASE WHEN retry_count < retry_limit THEN NULL ELSE {n.now} END"
     columns, again_values = _reinsert(caps, state=state, start_after=start_after, completed_on=completed_on)
@@ -746,6 +820,10 @@ def _fail(caps: Capabilities, n: _Names, picked: str, removed: str, result: str)
     settled += [
         column for column in ("group_id", "group_tier", "source_root_id", "trace_context") if column in caps.job_columns
     ]
+    own_queue = ""
+    if caps.archive:
+        settled += ["retry_limit", "keep_until", "start_after"]
+        own_queue = "\n    AND s.dead_letter <> s.name"
     dead_letter_columns, dead_letter_values = _dead_letter_copy(caps, n)
     return f"""
 WITH {picked}
@@ -775,7 +853,7 @@ dead_letters AS MATERIALIZED (
   SELECT s.id AS failed_id, gen_random_uuid() AS copy_id
   FROM settled s
   JOIN {n.s}.queue dlq ON dlq.name = s.dead_letter
-  WHERE s.state = 'failed'
+  WHERE s.state = 'failed'{own_queue}
 ),
 dead_lettered AS (
   INSERT INTO {n.s}.job (id, {dead_letter_columns})
@@ -816,8 +894,9 @@ LEFT JOIN dead_letters d ON d.failed_id = s.id
 def fail_expired(caps: Capabilities, schema: str, *, heartbeat: bool) -> str:
     """pg-boss's monitor expiry, one batch of at most :limit jobs: failJobsByTimeout()
     (active past started_on + expire_seconds, under the '<table>failJobsByTimeout'
-    lock) or, with ``heartbeat`` (30+), failJobsByHeartbeat() (active with a heartbeat
-    older than heartbeat_seconds, under '<table>failJobsByHeartbeat').
+    lock; 10.x: past started_on + expire_in, under the schema's own lock) or, with
+    ``heartbeat`` (30+), failJobsByHeartbeat() (active with a heartbeat older than
+    heartbeat_seconds, under '<table>failJobsByHeartbeat').
 
     The predicate is checked again by the DELETE, so a job settled after it was picked
     is left alone. ``picked`` tells the caller whether a full batch was taken.
@@ -829,6 +908,9 @@ def fail_expired(caps: Capabilities, schema: str, *, heartbeat: bool) -> str:
             f" AND j.heartbeat_on + j.heartbeat_seconds * interval '1 second' < {n.now}"
         )
         message = "job heartbeat timeout"
+    elif caps.archive:
+        predicate = f"j.state = 'active' AND j.started_on + j.expire_in < {n.now}"
+        message = "job failed by timeout in active state"
     else:
         predicate = f"j.state = 'active' AND j.started_on + j.expire_seconds * interval '1 second' < {n.now}"
         message = "job timed out"
@@ -960,14 +1042,32 @@ RETURNING id
 @cache
 def delete_jobs(caps: Capabilities, schema: str) -> str:
     """pg-boss deleteJob() by id, in any state; 46 keeps retained_count and total_count
-    in step."""
+    in step. On 10.x a finished job may have moved to ``archive``, where ``get_job``
+    still finds it, so it is deleted there too (10.x's own deleteJob leaves it)."""
     n = _names(caps, schema)
-    return f"""
-WITH deleted AS (
+    deleted = f"""deleted AS (
+  DELETE FROM {n.s}.job
+  WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))
+  RETURNING state, completed_on
+),"""
+    if caps.archive:
+        deleted = f"""live AS (
   DELETE FROM {n.s}.job
   WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))
   RETURNING state, completed_on
 ),
+archived AS (
+  DELETE FROM {n.s}.archive
+  WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))
+  RETURNING state, completed_on
+),
+deleted AS (
+  SELECT * FROM live
+  UNION ALL
+  SELECT * FROM archived
+),"""
+    return f"""
+WITH {deleted}
 counted AS (
   SELECT count(*)::int AS changed,
     {_retained(caps, n, "state IN ('completed', 'cancelled') AND ")} AS retained
@@ -979,8 +1079,21 @@ SELECT changed FROM counted
 
 @cache
 def get_job(caps: Capabilities, schema: str) -> str:
-    """pg-boss getJobById(): one job, every column."""
+    """pg-boss getJobById(): one job, every column; on 10.x also from ``archive``
+    (getJobById with includeArchive), the live row first."""
     n = _names(caps, schema)
-    return f"""
+    if not caps.archive:
+        return f"""
 SELECT {_job_details(caps)} FROM {n.s}.job j WHERE j.name = :name AND j.id = CAST(:id AS uuid)
+"""
+    columns = ", ".join(sorted(caps.job_columns))
+    return f"""
+SELECT {_job_details(caps)}
+FROM (
+  SELECT {columns}, 0 AS place FROM {n.s}.job WHERE name = :name AND id = CAST(:id AS uuid)
+  UNION ALL
+  SELECT {columns}, 1 AS place FROM {n.s}.archive WHERE name = :name AND id = CAST(:id AS uuid)
+) j
+ORDER BY j.place
+LIMIT 1
 """

@@ -24,7 +24,12 @@ QUEUE = "test-job"
 
 
 # Each release with a send option it lacks (None: it has every one enqueue takes).
-RELEASES = {"11.0.0": {"group": {"id": "g"}}, "12.11.2": {"heartbeatSeconds": 30}, "12.19.1": None}
+RELEASES = {
+    "10.0.0": {"deleteAfterSeconds": 60},
+    "11.0.0": {"group": {"id": "g"}},
+    "12.11.2": {"heartbeatSeconds": 30},
+    "12.19.1": None,
+}
 
 
 @pytest.fixture(params=sorted(RELEASES))
