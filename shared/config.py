@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     supervise_cron_interval_seconds: float = Field(30, alias="SUPERVISE_CRON_INTERVAL_SECONDS", ge=1, le=45)
     supervise_bam_interval_seconds: float = Field(60, alias="SUPERVISE_BAM_INTERVAL_SECONDS", ge=1, le=86_400)
     supervise_deletion_batch: int = Field(10_000, alias="SUPERVISE_DELETION_BATCH", ge=100, le=100_000)
+    # pg-boss's persistQueueStats and queueStatRetentionDays (off and 7 days by default).
+    supervise_queue_stats: bool = Field(False, alias="SUPERVISE_QUEUE_STATS")
+    supervise_queue_stat_retention_days: int = Field(7, alias="SUPERVISE_QUEUE_STAT_RETENTION_DAYS", ge=1, le=365)
 
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.

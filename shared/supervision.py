@@ -30,6 +30,8 @@ def plan_from_settings(settings: Settings, budget_seconds: float) -> Plan:
         ),
         budget_seconds=budget_seconds,
         deletion_batch=settings.supervise_deletion_batch,
+        queue_stats=settings.supervise_queue_stats,
+        queue_stat_retention_days=settings.supervise_queue_stat_retention_days,
     )
 
 

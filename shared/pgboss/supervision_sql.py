@@ -20,12 +20,17 @@ of our instances can run side by side:
 
 from __future__ import annotations
 
+import math
+
 from shared.pgboss.sql import quoted_schema
 
 
 def render(statement: str, schema: str) -> str:
-    """The statement with the schema identifier filled in (quoted, after validation)."""
-    return statement.replace("{schema}", quoted_schema(schema))
+    """The statement with the schema filled in: ``{schema}`` as the quoted identifier,
+    ``{schema_name}`` as a string literal (for DO blocks, which take no parameters); both
+    after ``quoted_schema`` validated the name as a plain lower-case one."""
+    identifier = quoted_schema(schema)
+    return statement.replace("{schema}", identifier).replace("{schema_name}", f"'{schema}'")
 
 
 # A claim is due once its column is at least :seconds old; a column never stamped
@@ -89,24 +94,163 @@ RETURNING queue.name,
     AS refresh_stats
 """
 
-# pg-boss 12.38 refreshQueueStats() for the claimed queues of a chunk: the cached
-# counts getQueue()/getQueues() report, retained_count/retained_on/total_count carried
-# forward from the jobs finished since retained_on (up to 10 s ago, pg-boss's
-# DELTA_LAG), singletons_active, monitor_on, and the newest ready count prepended to
-# ready_history (kept to 60). Like pg-boss it takes the 'queue-stats' lock with try:
-# when another instance holds it, nothing is counted and the claim is handed back so
-# the next pass of any instance takes the queues again. Throughput windows (delta_*,
-# latency bins) are left to the next Node monitor pass, which counts across them, as
-# pg-boss's own forced refresh does.
-REFRESH_QUEUE_COUNTS = """
+# Throughput counting (pg-boss's persistQueueStats): each counted pass covers the window
+# from the queue's delta_on to now minus DELTA_LAG (10 s, so a job stamped before the pass
+# but committed after it still lands in a later window). A window that would start more
+# than :reset_seconds before its end starts afresh instead (null start: nothing counted).
+_WINDOW_END = "({schema}.job_now() - interval '10 seconds')"
+_WINDOW_START = (
+    "(CASE WHEN {alias}.delta_on > " + _WINDOW_END + " - CAST(:reset_seconds AS float8) * interval '1s'"
+    " THEN {alias}.delta_on END)"
+)
+
+# Wait and run times go into 48 log-spaced slots: slot 0 under 10 ms, then bins growing by
+# sqrt(2), the last one open-ended; a wait slot and a run slot travel packed as wait * 64 +
+# run. The constants are written as pg-boss writes them (shortest float text), so a time
+# on a bin edge falls in the same slot.
+LATENCY_SLOTS = 48
+_LATENCY_PACK = 64
+_LN_MIN = repr(math.log(0.01))
+_LN_STEP = repr(math.log(2) / 2)
+_EMPTY_BINS = "'{" + ",".join(["NULL"] * LATENCY_SLOTS) + "}'::int[]"
+
+
+def _latency_slot(seconds: str) -> str:
+    raw = f"floor((ln(GREATEST(({seconds})::float8, 0.001::float8)) - {_LN_MIN}::float8) / {_LN_STEP}::float8)::int + 1"
+    return f"LEAST(GREATEST({raw}, 0), {LATENCY_SLOTS - 1})"
+
+
+_WAIT_SECONDS = "date_part('epoch', (j.started_on - GREATEST(j.created_on, j.start_after)))"
+_RUN_SECONDS = "date_part('epoch', (j.completed_on - j.started_on))"
+
+
+def _histogram(slot: str) -> str:
+    """One histogram of the packed pairs in ``latency``: every slot in order, null where empty."""
+    return f"""(SELECT array_agg(c.n ORDER BY s.slot)
+      FROM generate_series(0, {LATENCY_SLOTS - 1}) AS s(slot)
+      LEFT JOIN (SELECT {slot} AS slot, sum(n)::int AS n
+                 FROM unnest(latency.ps, latency.ns) AS u(p, n) GROUP BY 1) c ON c.slot = s.slot)"""
+
+
+# The windows a true-up may still revise (pg-boss's trueUpSettled/trueUpWindows): snapshots
+# captured in the last two hours whose window ends after the anchor h -- the newest window
+# end at least an hour old (or one that started afresh), but never before the first window
+# end inside the queue's shortest retention, since the recount only sees rows that exist.
+_TRUE_UP_ANCHOR = "(s.delta_on <= {schema}.job_now() - interval '1 hour' OR s.delta_seconds IS NULL)"
+_TRUE_UP_FLOOR = (
+    "s.delta_on >= {schema}.job_now() - (CASE WHEN {q}.deletion_seconds > 0"
+    " AND {q}.deletion_seconds < {q}.retention_seconds THEN {q}.deletion_seconds"
+    " ELSE {q}.retention_seconds END) * interval '1s'"
+)
+_TRUE_UP_REACH = "s.captured_on >= {schema}.job_now() - 2 * interval '1 hour' AND s.delta_on IS NOT NULL"
+
+
+def _anchor_at(b: str, f: str) -> str:
+    return f"CASE WHEN {f} IS NULL OR {f} > {b} THEN {f} ELSE {b} END"
+
+
+def _refresh_queue_counts(throughput: bool) -> str:
+    """pg-boss 12.38 cacheQueueStats() for the claimed queues of a chunk.
+
+    The cached counts getQueue()/getQueues() report, retained_count/retained_on/total_count
+    carried forward from the jobs finished since retained_on (up to 10 s ago, pg-boss's
+    DELTA_LAG), singletons_active, monitor_on, and the newest ready count prepended to
+    ready_history (kept to 60). Like pg-boss it takes the 'queue-stats' lock with try: when
+    another instance holds it, nothing is counted and the claim is handed back so the next
+    pass of any instance takes the queues again.
+
+    With ``throughput`` (persistQueueStats) it also counts each queue's window since
+    delta_on: jobs created, completed and failed in it, the wait and run histograms of the
+    jobs that finished in it, the age of the oldest ready job, and whether the windows
+    already recorded in queue_stats now hold fewer jobs than the table does (true_up: a
+    job committed after its window was counted). Without it those columns are left to a
+    pass that counts, as pg-boss leaves them.
+    """
+    end = _WINDOW_END
+    counters_select = counters_join = counters_lateral = counters_set = counters_return = ""
+    if throughput:
+        counters_select = f"""
+    counters.created_delta, counters.completed_delta, counters.failed_delta,
+    {_histogram(f"floor(p / {_LATENCY_PACK}.0)::int")} AS wait_bins,
+    {_histogram(f"(p % {_LATENCY_PACK})::int")} AS run_bins,
+    counters.ready_oldest_seconds,
+    COALESCE(counters.recount > counters.settled, false) AS true_up,"""
+        counters_join = f"""
+  LEFT JOIN (
+    SELECT w.name, created.n AS created_delta, done.completed AS completed_delta, done.failed AS failed_delta,
+      done.packed, oldest.seconds AS ready_oldest_seconds,
+      recreated.n + refinished.n AS recount, w.settled
+    FROM (
+      SELECT q.name, a.h, t.top, t.settled, {_WINDOW_START.replace("{alias}", "q")} AS w_start, {end} AS w_end
+      FROM {{schema}}.queue q
+      LEFT JOIN LATERAL (
+        SELECT {_anchor_at("x.b", "x.f")} AS h
+        FROM (
+          SELECT COALESCE(max(s.delta_on) FILTER (WHERE {_TRUE_UP_ANCHOR}), min(s.delta_on)) AS b,
+            min(s.delta_on) FILTER (WHERE {_TRUE_UP_FLOOR.replace("{q}", "q")}) AS f
+          FROM {{schema}}.queue_stats s
+          WHERE s.name = q.name AND {_TRUE_UP_REACH}
+        ) x
+      ) a ON true
+      LEFT JOIN LATERAL (
+        SELECT max(s.delta_on) AS top, sum(s.created_delta + s.completed_delta + s.failed_delta) AS settled
+        FROM {{schema}}.queue_stats s
+        WHERE s.name = q.name AND {_TRUE_UP_REACH} AND s.delta_on > a.h
+      ) t ON true
+      WHERE q.name = ANY(CAST(:names AS text[]))
+    ) w
+    LEFT JOIN LATERAL (
+      SELECT count(*)::int AS n FROM {{schema}}.job j
+      WHERE j.name = w.name AND j.created_on >= w.w_start AND j.created_on < w.w_end
+    ) created ON true
+    LEFT JOIN LATERAL (
+      SELECT (count(*) FILTER (WHERE j.state = 'completed'))::int AS completed,
+        (count(*) FILTER (WHERE j.state = 'failed'))::int AS failed,
+        array_agg({_latency_slot(_WAIT_SECONDS)} * {_LATENCY_PACK} + {_latency_slot(_RUN_SECONDS)})
+          FILTER (WHERE j.state IN ('completed', 'failed') AND j.started_on IS NOT NULL) AS packed
+      FROM {{schema}}.job j
+      WHERE j.name = w.name AND j.completed_on >= w.w_start AND j.completed_on < w.w_end
+    ) done ON true
+    LEFT JOIN LATERAL (
+      SELECT round(extract(epoch from ({{schema}}.job_now() - min(GREATEST(j.created_on, j.start_after)))))::int
+        AS seconds
+      FROM {{schema}}.job j
+      WHERE j.name = w.name AND j.state < 'active' AND NOT j.blocked AND j.start_after <= {{schema}}.job_now()
+    ) oldest ON true
+    LEFT JOIN LATERAL (
+      SELECT count(*)::int AS n FROM {{schema}}.job j
+      WHERE j.name = w.name AND j.created_on >= w.h AND j.created_on < w.top
+    ) recreated ON true
+    LEFT JOIN LATERAL (
+      SELECT count(*)::int AS n FROM {{schema}}.job j
+      WHERE j.name = w.name AND j.completed_on >= w.h AND j.completed_on < w.top
+        AND j.state IN ('completed', 'failed')
+    ) refinished ON true
+  ) counters ON counters.name = n.name"""
+        counters_lateral = """
+  LEFT JOIN LATERAL (
+    SELECT array_agg(g.p) AS ps, array_agg(g.n) AS ns
+    FROM (SELECT p, count(*)::int AS n FROM unnest(counters.packed) AS u(p) GROUP BY p) g
+  ) latency ON true"""
+        seconds = f"round(extract(epoch from ({end} - {_WINDOW_START.replace('{alias}', 'queue')})))::int"
+        counters_set = f"""
+  created_delta = COALESCE(stats.created_delta, 0),
+  completed_delta = COALESCE(stats.completed_delta, 0),
+  failed_delta = COALESCE(stats.failed_delta, 0),
+  delta_seconds = CASE WHEN {seconds} < 0 THEN 0 ELSE {seconds} END,
+  delta_on = GREATEST(queue.delta_on, {end}),
+  wait_bins = COALESCE(stats.wait_bins, {_EMPTY_BINS}),
+  run_bins = COALESCE(stats.run_bins, {_EMPTY_BINS}),
+  ready_oldest_seconds = COALESCE(stats.ready_oldest_seconds, 0),"""
+        counters_return = ", COALESCE(stats.true_up, false) AS true_up"
+    return f"""
 WITH lock AS MATERIALIZED (
-  SELECT pg_try_advisory_xact_lock(('x' || encode(sha224(CAST(current_database() || '.pgboss.'
-    || CAST(:lock_key AS text) AS bytea)), 'hex'))::bit(64)::bigint) AS got
+  SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS got
 ),
 released AS (
-  UPDATE {schema}.queue SET monitor_claim_on = NULL
+  UPDATE {{schema}}.queue SET monitor_claim_on = NULL
   FROM (
-    SELECT name FROM {schema}.queue
+    SELECT name FROM {{schema}}.queue
     WHERE name = ANY(CAST(:names AS text[])) AND NOT (SELECT got FROM lock)
     ORDER BY name FOR NO KEY UPDATE
   ) r
@@ -118,47 +262,47 @@ stats AS (
     COALESCE(live.ready, 0) AS ready, COALESCE(live.queued, 0) AS queued,
     COALESCE(live.active, 0) AS active, COALESCE(live.failed, 0) AS failed,
     COALESCE(live.live, 0) AS live,
-    since.retained_from, since.retained_since, since.retained_recent,
+    since.retained_from, since.retained_since, since.retained_recent,{counters_select}
     singletons.keys AS singletons_active
   FROM unnest(CAST(:names AS text[])) AS n(name)
   LEFT JOIN (
     SELECT j.name,
       (count(*) FILTER (WHERE j.state < 'active' AND NOT j.blocked
-                          AND j.start_after > {schema}.job_now()))::int AS deferred,
+                          AND j.start_after > {{schema}}.job_now()))::int AS deferred,
       (count(*) FILTER (WHERE j.state < 'active' AND j.blocked))::int AS blocked,
       (count(*) FILTER (WHERE j.state < 'active' AND NOT j.blocked
-                          AND j.start_after <= {schema}.job_now()))::int AS ready,
+                          AND j.start_after <= {{schema}}.job_now()))::int AS ready,
       (count(*) FILTER (WHERE j.state < 'active'))::int AS queued,
       (count(*) FILTER (WHERE j.state = 'active'))::int AS active,
       (count(*) FILTER (WHERE j.state = 'failed'))::int AS failed,
       count(*)::int AS live
-    FROM {schema}.job j
+    FROM {{schema}}.job j
     WHERE j.name = ANY(CAST(:names AS text[])) AND j.state IN ('created', 'retry', 'active', 'failed')
     GROUP BY 1
   ) live ON live.name = n.name
   LEFT JOIN LATERAL (
     SELECT qr.retained_on AS retained_from,
-      (SELECT count(*)::int FROM {schema}.job j
+      (SELECT count(*)::int FROM {{schema}}.job j
         WHERE j.name = qr.name AND j.completed_on > qr.retained_on
-          AND j.completed_on <= {schema}.job_now() - interval '10 seconds'
+          AND j.completed_on <= {end}
           AND j.state IN ('completed', 'cancelled')) AS retained_since,
-      (SELECT count(*)::int FROM {schema}.job j
+      (SELECT count(*)::int FROM {{schema}}.job j
         WHERE j.name = qr.name
-          AND j.completed_on > GREATEST(qr.retained_on, {schema}.job_now() - interval '10 seconds')
-          AND j.completed_on <= {schema}.job_now()
+          AND j.completed_on > GREATEST(qr.retained_on, {end})
+          AND j.completed_on <= {{schema}}.job_now()
           AND j.state IN ('completed', 'cancelled')) AS retained_recent
-    FROM {schema}.queue qr WHERE qr.name = n.name
+    FROM {{schema}}.queue qr WHERE qr.name = n.name
   ) since ON true
   LEFT JOIN (
     SELECT j.name, array_agg(j.singleton_key) AS keys
-    FROM {schema}.job j
+    FROM {{schema}}.job j
     WHERE j.name = ANY(CAST(:names AS text[])) AND j.state = 'active'
       AND j.policy IN ('singleton', 'stately')
     GROUP BY 1
-  ) singletons ON singletons.name = n.name
+  ) singletons ON singletons.name = n.name{counters_join}{counters_lateral}
   WHERE (SELECT got FROM lock)
 )
-UPDATE {schema}.queue SET
+UPDATE {{schema}}.queue SET
   deferred_count = COALESCE(stats.deferred, 0),
   blocked_count = COALESCE(stats.blocked, 0),
   queued_count = COALESCE(stats.queued, 0),
@@ -169,36 +313,220 @@ UPDATE {schema}.queue SET
     THEN queue.retained_count + COALESCE(stats.retained_since, 0) ELSE queue.retained_count END,
   retained_on = CASE WHEN queue.retained_on IS NOT DISTINCT FROM stats.retained_from
       AND queue.retained_on IS NOT NULL
-    THEN GREATEST(queue.retained_on, {schema}.job_now() - interval '10 seconds')
+    THEN GREATEST(queue.retained_on, {end})
     ELSE queue.retained_on END,
   total_count = CASE
     WHEN queue.retained_count IS NULL THEN GREATEST(queue.total_count, COALESCE(stats.live, 0))
     WHEN queue.retained_on IS NOT DISTINCT FROM stats.retained_from
       THEN COALESCE(stats.live, 0) + queue.retained_count + COALESCE(stats.retained_since, 0)
         + COALESCE(stats.retained_recent, 0)
-    ELSE queue.total_count END,
+    ELSE queue.total_count END,{counters_set}
   singletons_active = stats.singletons_active,
-  monitor_on = {schema}.job_now(),
+  monitor_on = {{schema}}.job_now(),
   ready_history = (
-    SELECT COALESCE(array_agg(v ORDER BY ord), '{}'::int[])
+    SELECT COALESCE(array_agg(v ORDER BY ord), '{{}}'::int[])
     FROM (
       SELECT v, ord FROM (
         SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
         UNION ALL
-        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{}'::int[])) WITH ORDINALITY AS h(v, ord)
+        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{{}}'::int[])) WITH ORDINALITY AS h(v, ord)
       ) merged
       ORDER BY ord LIMIT 60
     ) capped
   )
 FROM (
-  SELECT name FROM {schema}.queue
+  SELECT name FROM {{schema}}.queue
   WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
     AND (SELECT count(*) FROM stats) >= 0
   ORDER BY name FOR NO KEY UPDATE
 ) q
 LEFT JOIN stats ON stats.name = q.name
 WHERE queue.name = q.name AND (SELECT got FROM lock)
-RETURNING queue.name
+RETURNING queue.name{counters_return}
+"""
+
+
+# pg-boss's advisory-lock key for :lock_key (<schema><key>), as sql.advisory_lock() takes it.
+_LOCK_KEY = (
+    "('x' || encode(sha224(CAST(current_database() || '.pgboss.'"
+    " || CAST(:lock_key AS text) AS bytea)), 'hex'))::bit(64)::bigint"
+)
+REFRESH_QUEUE_COUNTS = _refresh_queue_counts(throughput=False)
+REFRESH_QUEUE_COUNTS_AND_THROUGHPUT = _refresh_queue_counts(throughput=True)
+
+# pg-boss 12.38 insertQueueStats(): one queue_stats snapshot per queue the pass counted,
+# copied from the queue row. Run after sql.advisory_lock() on 'queue-stats-insert'.
+INSERT_QUEUE_STATS = """
+INSERT INTO {schema}.queue_stats
+  (name, deferred_count, queued_count, ready_count, active_count, failed_count, total_count,
+   created_delta, completed_delta, failed_delta, delta_seconds, delta_on,
+   wait_bins, run_bins, ready_oldest_seconds, captured_on)
+SELECT name, deferred_count, queued_count, ready_count, active_count, failed_count, total_count,
+  created_delta, completed_delta, failed_delta, delta_seconds, delta_on,
+  wait_bins, run_bins, ready_oldest_seconds, {schema}.job_now()
+FROM {schema}.queue
+WHERE name = ANY(CAST(:names AS text[]))
+"""
+
+# pg-boss 12.38 trueUpQueueStats(): for queues whose recorded windows now hold fewer jobs
+# than the table does, recount each window (a job lands in the window whose end is the
+# first after its stamp: width_bucket over [h, end1, end2, ...]) and raise the snapshots'
+# counters to the recount -- never lower them, since retention removes rows a window
+# already counted. Under the same try-lock as the count; no row when another instance
+# held it.
+TRUE_UP_QUEUE_STATS = f"""
+WITH lock AS MATERIALIZED (
+  SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS got
+),
+win AS (
+  SELECT w.*, row_number() OVER (PARTITION BY w.name ORDER BY w.delta_on, w.captured_on) AS i
+  FROM (
+    SELECT x.id, x.captured_on, x.name, x.delta_on, x.created_delta, x.completed_delta, x.failed_delta,
+      {_anchor_at("x.b", "x.f")} AS h
+    FROM (
+      SELECT s.id, s.captured_on, s.name, s.delta_on, s.created_delta, s.completed_delta, s.failed_delta,
+        COALESCE(
+          max(CASE WHEN {_TRUE_UP_ANCHOR} THEN s.delta_on END) OVER (PARTITION BY s.name),
+          min(s.delta_on) OVER (PARTITION BY s.name)
+        ) AS b,
+        min(CASE WHEN {_TRUE_UP_FLOOR.replace("{q}", "q")} THEN s.delta_on END) OVER (PARTITION BY s.name) AS f
+      FROM {{schema}}.queue_stats s
+      JOIN {{schema}}.queue q ON q.name = s.name
+      WHERE s.name = ANY(CAST(:names AS text[])) AND {_TRUE_UP_REACH}
+    ) x
+  ) w
+  WHERE w.delta_on > w.h AND (SELECT got FROM lock)
+),
+th AS (
+  SELECT w.name, w.h, array_prepend(w.h, array_agg(w.delta_on ORDER BY w.i)) AS t
+  FROM win w
+  GROUP BY w.name, w.h
+),
+binned AS (
+  SELECT j.name, width_bucket(j.created_on, th.t) AS cb, NULL::int AS fb, j.state
+  FROM th JOIN {{schema}}.job j ON j.name = th.name AND j.created_on >= th.h
+  UNION ALL
+  SELECT j.name, NULL::int, width_bucket(j.completed_on, th.t), j.state
+  FROM th JOIN {{schema}}.job j ON j.name = th.name AND j.completed_on >= th.h
+  WHERE j.state IN ('completed', 'failed')
+),
+grouped AS (
+  SELECT name, cb, fb, state, count(*)::int AS n
+  FROM binned WHERE cb IS NOT NULL OR fb IS NOT NULL
+  GROUP BY 1, 2, 3, 4
+),
+counted AS (
+  SELECT name, cb AS i, sum(n)::int AS created, 0 AS completed, 0 AS failed
+  FROM grouped WHERE cb IS NOT NULL GROUP BY 1, 2
+  UNION ALL
+  SELECT name, fb, 0,
+    COALESCE(sum(n) FILTER (WHERE state = 'completed'), 0)::int,
+    COALESCE(sum(n) FILTER (WHERE state = 'failed'), 0)::int
+  FROM grouped WHERE fb IS NOT NULL GROUP BY 1, 2
+),
+recount AS (
+  SELECT w.id, w.captured_on,
+    sum(c.created)::int AS created, sum(c.completed)::int AS completed, sum(c.failed)::int AS failed
+  FROM win w JOIN counted c ON c.name = w.name AND c.i = w.i
+  GROUP BY w.id, w.captured_on
+),
+raised AS (
+  UPDATE {{schema}}.queue_stats s SET
+    created_delta = GREATEST(s.created_delta, r.created),
+    completed_delta = GREATEST(s.completed_delta, r.completed),
+    failed_delta = GREATEST(s.failed_delta, r.failed)
+  FROM recount r
+  WHERE s.id = r.id AND s.captured_on = r.captured_on AND (SELECT got FROM lock)
+    AND (r.created > s.created_delta OR r.completed > s.completed_delta OR r.failed > s.failed_delta)
+  RETURNING s.id
+)
+SELECT (SELECT count(*) FROM raised)::int AS raised
+WHERE (SELECT got FROM lock)
+"""
+
+# Whether queue_stats is partitioned by day (pg-boss's default) or one plain table
+# (noTablePartitioning), which decides how its retention works.
+QUEUE_STATS_PARTITIONED = """
+SELECT c.relkind = 'p' AS partitioned
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema_name AND c.relname = 'queue_stats'
+"""
+
+# pg-boss 12.38 ensureQueueStatsPartitions(): today's and tomorrow's daily partitions
+# (UTC dates, explicit +00 bounds), created when missing. A DO block takes no
+# parameters: {schema_name} is the validated schema name as a literal.
+ENSURE_QUEUE_STATS_PARTITIONS = """
+DO $$
+DECLARE
+  d date;
+  part_name text;
+BEGIN
+  FOR i IN 0..1 LOOP
+    d := ({schema}.job_now() AT TIME ZONE 'UTC')::date + i;
+    part_name := 'queue_stats_' || to_char(d, 'YYYYMMDD');
+    IF NOT EXISTS (
+      SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = {schema_name} AND c.relname = part_name
+    ) THEN
+      EXECUTE format(
+        'CREATE TABLE {schema}.%I PARTITION OF {schema}.queue_stats FOR VALUES FROM (%L) TO (%L)',
+        part_name,
+        to_char(d, 'YYYY-MM-DD') || ' 00:00:00+00',
+        to_char(d + 1, 'YYYY-MM-DD') || ' 00:00:00+00');
+    END IF;
+  END LOOP;
+END
+$$
+"""
+
+# pg-boss 12.38 dropOldQueueStatsPartitions(): retention of a partitioned queue_stats drops
+# the daily partitions older than {days} whole days.
+DROP_OLD_QUEUE_STATS_PARTITIONS = """
+DO $$
+DECLARE
+  r record;
+  cutoff date := ({schema}.job_now() AT TIME ZONE 'UTC')::date - {days};
+  suffix text;
+BEGIN
+  FOR r IN
+    SELECT c.relname
+    FROM pg_inherits i
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    WHERE n.nspname = {schema_name} AND p.relname = 'queue_stats'
+  LOOP
+    suffix := substring(r.relname FROM 'queue_stats_(.*)$');
+    IF suffix ~ '^[0-9]{8}$' AND to_date(suffix, 'YYYYMMDD') < cutoff THEN
+      EXECUTE 'DROP TABLE IF EXISTS {schema}.' || quote_ident(r.relname);
+    END IF;
+  END LOOP;
+END
+$$
+"""
+
+# pg-boss 12.38 deleteOldQueueStats(): retention of an unpartitioned queue_stats, at most
+# :batch_size rows past :days days a batch, oldest first; the cursor (captured_on|id of
+# the last row deleted) is NULL once a batch was not full.
+DELETE_OLD_QUEUE_STATS = """
+WITH batch AS (
+  SELECT captured_on, id FROM {schema}.queue_stats
+  WHERE captured_on < {schema}.job_now() - CAST(:days AS int) * interval '1 day'
+    AND (CAST(:after AS text) IS NULL
+      OR (captured_on, id) > (CAST(split_part(CAST(:after AS text), '|', 1) AS timestamptz),
+                              CAST(split_part(CAST(:after AS text), '|', 2) AS uuid)))
+  ORDER BY captured_on, id
+  LIMIT :batch_size
+),
+removed AS (
+  DELETE FROM {schema}.queue_stats WHERE id IN (SELECT id FROM batch)
+  RETURNING 1
+)
+SELECT
+  CASE WHEN (SELECT count(*) FROM batch) = :batch_size THEN (
+    SELECT to_char(captured_on AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '|' || id::text
+    FROM batch ORDER BY captured_on DESC, id DESC LIMIT 1) END AS cursor,
+  (SELECT count(*) FROM removed)::int AS deleted
 """
 
 # pg-boss 12.38 trySetQueueDeletionTime(): claim the due queues of a chunk for

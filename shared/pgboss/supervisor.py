@@ -5,7 +5,8 @@ A pg-boss deployment stays healthy only while something runs what a Node instanc
 with pg-boss 12.38's SQL semantics (statements in ``supervision_sql``):
 
 * ``monitor`` — per queue, claimed through ``queue.monitor_claim_on``: cached counts
-  (what ``getQueue``/``getQueues`` report), then expired and heartbeat-lost jobs failed
+  (what ``getQueue``/``getQueues`` report) and, with ``queue_stats`` (pg-boss's
+  persistQueueStats), throughput counters and ``queue_stats`` snapshots, then expired and heartbeat-lost jobs failed
   through the fail chain (retry, backoff, dead letter) in batches of 1000;
 * ``maintain`` — per queue, claimed through ``queue.maintain_on``: retention deletion in
   walks of 10,000 keys, the retained count, orphaned ``job_dependency`` rows; a queue
@@ -56,6 +57,10 @@ FLOW_BATCH_SIZE = 1000
 SEND_IT_BATCH = 50
 # pg-boss counts a finished job into retained_count once it is this old (DELTA_LAG).
 RETAINED_LAG_MS = 10_000
+# A throughput window longer than this starts afresh (pg-boss's DELTA_RESET_MAX), unless
+# counting passes are further apart than half of it.
+DELTA_RESET_MAX_SECONDS = 2 * 60 * 60
+QUEUE_STATS_DELETION_BATCH = 10_000
 # The index a bam command builds (pg-boss's bamCommandIndexName()).
 _BUILT_INDEX = re.compile(r'CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"?(\w+)"?', re.I)
 # Options stored on a schedule row that are the schedule's own, never send() options.
@@ -82,6 +87,10 @@ class Plan:
     budget_seconds: float = 20.0
     deletion_batch: int = 10_000
     dependency_batch: int = 10_000
+    # pg-boss's persistQueueStats / queueStatRetentionDays: throughput counters on the
+    # queue rows and one queue_stats snapshot per counted queue, kept this many days.
+    queue_stats: bool = False
+    queue_stat_retention_days: int = 7
 
 
 @dataclass
@@ -158,15 +167,20 @@ class Supervisor:
     def _claim_version(self, statement: str, seconds: float) -> bool:
         return bool(self._run(statement, {"seconds": seconds}))
 
-    def _locked_batch(self, lock: str, statement: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One batch in its own transaction under pg-boss's advisory lock for the sweep."""
+    def _locked(self, lock: str, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One statement in its own transaction under pg-boss's advisory lock for that work."""
         with self.boss.db.transaction() as tx:
             tx.run(sql.advisory_lock(), {"key": self.boss.schema + lock})
-            return tx.run(self._sql(statement), params)[0]
+            return tx.run(self._sql(statement), params)
+
+    def _locked_batch(self, lock: str, statement: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One batch of a sweep under its lock; the batch's one answer row."""
+        return self._locked(lock, statement, params)[0]
 
     # -- monitor ----------------------------------------------------------------------
 
     def _monitor(self, summary: Summary) -> None:
+        snapshots = False
         for _table, names in self._chunks():
             if self._out_of_time():
                 summary.add("monitor", "left_for_later", len(names))
@@ -177,12 +191,8 @@ class Supervisor:
                 continue
             queues = [row["name"] for row in claimed]
             if claimed[0]["refresh_stats"]:
-                counted = self._run(
-                    supervision_sql.REFRESH_QUEUE_COUNTS,
-                    {"names": queues, "lock_key": self.boss.schema + "queue-stats"},
-                )
-                summary.add("monitor", "counted", len(counted))
-                summary.add("monitor", "counts_locked_elsewhere", len(queues) - len(counted))
+                counted = self._count(queues, summary)
+                snapshots = snapshots or bool(counted)
             for name in queues:
                 try:
                     outcome = self.boss.fail_expired(name)
@@ -193,6 +203,56 @@ class Supervisor:
                 summary.add("monitor", "failed", len(outcome.failed))
                 summary.add("monitor", "dead_lettered", len(outcome.dead_lettered))
             summary.add("monitor", "queues", len(queues))
+        if snapshots and self.plan.queue_stats:
+            self._expire_queue_stats(summary)
+
+    def _count(self, queues: list[str], summary: Summary) -> list[dict[str, Any]]:
+        """Cached counts of the claimed queues and, with queue_stats on, their throughput
+        and a snapshot each; the queues counted (none when another instance held the lock)."""
+        params: dict[str, Any] = {"names": queues, "lock_key": self.boss.schema + "queue-stats"}
+        if not self.plan.queue_stats:
+            counted = self._run(supervision_sql.REFRESH_QUEUE_COUNTS, params)
+        else:
+            params["reset_seconds"] = max(DELTA_RESET_MAX_SECONDS, 2 * self.plan.intervals.monitor)
+            counted = self._run(supervision_sql.REFRESH_QUEUE_COUNTS_AND_THROUGHPUT, params)
+        summary.add("monitor", "counted", len(counted))
+        summary.add("monitor", "counts_locked_elsewhere", len(queues) - len(counted))
+        if not counted or not self.plan.queue_stats:
+            return counted
+        if self._queue_stats_partitioned():
+            self._run(supervision_sql.ENSURE_QUEUE_STATS_PARTITIONS)
+        written = [row["name"] for row in counted]
+        self._locked("queue-stats-insert", supervision_sql.INSERT_QUEUE_STATS, {"names": written})
+        summary.add("monitor", "snapshots", len(written))
+        late = [row["name"] for row in counted if row["true_up"]]
+        if late:
+            raised = self._run(
+                supervision_sql.TRUE_UP_QUEUE_STATS,
+                {"names": late, "lock_key": self.boss.schema + "queue-stats"},
+            )
+            summary.add("monitor", "snapshots_trued_up", raised[0]["raised"] if raised else 0)
+        return counted
+
+    def _queue_stats_partitioned(self) -> bool:
+        rows = self._run(supervision_sql.QUEUE_STATS_PARTITIONED, {"schema_name": self.boss.schema})
+        return bool(rows and rows[0]["partitioned"])
+
+    def _expire_queue_stats(self, summary: Summary) -> None:
+        """queue_stats retention: whole days dropped, or old rows deleted in batches."""
+        days = self.plan.queue_stat_retention_days
+        if self._queue_stats_partitioned():
+            self._run(supervision_sql.DROP_OLD_QUEUE_STATS_PARTITIONS.replace("{days}", str(int(days))))
+            return
+        after: str | None = None
+        while not self._out_of_time():
+            row = self._run(
+                supervision_sql.DELETE_OLD_QUEUE_STATS,
+                {"days": days, "after": after, "batch_size": QUEUE_STATS_DELETION_BATCH},
+            )[0]
+            summary.add("monitor", "snapshots_deleted", row["deleted"])
+            if row["cursor"] is None:
+                return
+            after = row["cursor"]
 
     # -- maintain ---------------------------------------------------------------------
 
