@@ -1,0 +1,188 @@
+"""pg-boss 10.x (schemas 21-24) and our client write the same rows, column by column.
+
+10.x has its own table shapes (``expire_in`` intervals, ``retention_minutes``, one
+partition per queue, an ``archive`` table), so the smoke scenario's round trips are
+not enough: here each client runs one scenario in its own queue namespace of the same
+database, and the two runs' rows must agree (``tests.interop.rows`` normalizes ids and
+times). The scenario creates queues with 10.x's options, sends with every send option
+10.x has, fails a job into retry and then into its dead letter queue, and expires a
+claim. Then a job 10.x's supervisor archived is still found and deleted by our client.
+Run for the family's oldest release (schema 21, fail by UPDATE in Node) and its newest
+(24).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pg8000.native
+import pytest
+
+from shared.db import Database
+from shared.pgboss.client import PgBoss
+from shared.pgboss.errors import OptionNotSupported
+from shared.pgboss.models import JobState, QueueOptions, SendOptions
+from tests.conftest import SCHEMA, create_database, url_for
+from tests.interop.rows import age, differences, normalize, raw_rows
+from tests.support import releases
+from tests.support.node_boss import NodeBoss
+
+ERROR = {"message": "boom"}
+# Every send option 10.x takes (keepUntil is retentionSeconds, as 10.x's attorney maps it).
+SEND_OPTIONS = {
+    "priority": 3,
+    "startAfter": 60,
+    "singletonKey": "k",
+    "singletonSeconds": 60,
+    "retryLimit": 3,
+    "retryDelay": 5,
+    "retryBackoff": True,
+    "expireInSeconds": 45,
+    "retentionSeconds": 3600,
+    "deadLetter": "dead",
+}
+QUEUE_OPTIONS = {"retryLimit": 1, "retryDelay": 2, "expireInSeconds": 30, "deadLetter": "dead"}
+
+
+@dataclass
+class Family:
+    release: str
+    url: str
+    db: Database
+
+    def node(self) -> NodeBoss:
+        return NodeBoss(
+            self.url,
+            SCHEMA,
+            package_dir=releases.package_dir(self.release),
+            supervise=False,
+            schedule=False,
+            migrate=False,
+        )
+
+
+@pytest.fixture(params=["10.0.0", "10.4.2"])
+def family(request: pytest.FixtureRequest, admin: pg8000.native.Connection) -> Iterator[Family]:
+    releases.install()
+    name = create_database(admin)
+    url = url_for(name)
+    releases.install_schema(url, SCHEMA, request.param)
+    db = Database(url)
+    yield Family(request.param, url, db)
+    db.close()
+    admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _python(boss: PgBoss, db: Database, p: str) -> None:
+    boss.create_queue(p + "dead")
+    boss.create_queue(p + "f", QueueOptions.model_validate({**QUEUE_OPTIONS, "deadLetter": p + "dead"}))
+    boss.create_queue(p + "q")
+    boss.create_queue(p + "kept", QueueOptions(retention_seconds=7200, policy="short"))
+    boss.send(p + "q", {"tag": "plain"})
+    boss.send(p + "kept", {"tag": "kept"})
+    boss.send(p + "q", {"tag": "options"}, SendOptions.model_validate({**SEND_OPTIONS, "deadLetter": p + "dead"}))
+    failing = boss.send(p + "f", {"tag": "fails"})
+    [claim] = boss.fetch(p + "f")
+    assert boss.fail(p + "f", [(claim, ERROR)]).retried == (failing,)
+    age(db, p + "f", "start_after", 10, [failing])
+    [claim] = boss.fetch(p + "f")
+    assert len(boss.fail(p + "f", [(claim, ERROR)]).dead_lettered) == 1
+    assert boss.send(p + "kept", {"tag": "second"}) is None  # short: one queued job
+    expiring = boss.send(p + "q", {"tag": "expires"})
+    assert expiring in [job.id for job in boss.fetch(p + "q", 2)]
+    age(db, p + "q", "started_on", 3600, [expiring])
+    assert boss.fail_expired(p + "q").retried == (expiring,)
+
+
+def _node(node: NodeBoss, db: Database, p: str) -> None:
+    node.call("createQueue", p + "dead")
+    node.call("createQueue", p + "f", {**QUEUE_OPTIONS, "deadLetter": p + "dead"})
+    node.call("createQueue", p + "q")
+    node.call("createQueue", p + "kept", {"retentionMinutes": 120, "policy": "short"})
+    node.call("send", p + "q", {"tag": "plain"})
+    node.call("send", p + "kept", {"tag": "kept"})
+    node.call("send", p + "q", {"tag": "options"}, {**SEND_OPTIONS, "deadLetter": p + "dead"})
+    failing = node.call("send", p + "f", {"tag": "fails"})
+    [claim] = node.call("fetch", p + "f")
+    node.call("fail", p + "f", claim["id"], ERROR)
+    age(db, p + "f", "start_after", 10, [failing])
+    [claim] = node.call("fetch", p + "f")
+    node.call("fail", p + "f", claim["id"], ERROR)
+    assert node.call("send", p + "kept", {"tag": "second"}) is None
+    expiring = node.call("send", p + "q", {"tag": "expires"})
+    assert expiring in [job["id"] for job in node.call("fetch", p + "q", {"batchSize": 2})]
+    age(db, p + "q", "started_on", 3600, [expiring])
+    node.call("expire")
+
+
+def _queues(db: Database, prefix: str) -> list[dict[str, Any]]:
+    rows = db.run(
+        f"SELECT * FROM {SCHEMA}.queue WHERE left(name, length(:p)) = :p ORDER BY name",
+        {"p": prefix},
+    )
+    ignored = ("created_on", "updated_on", "partition_name")
+    return [
+        {
+            column: (value[len(prefix) :] if isinstance(value, str) and value.startswith(prefix) else value)
+            for column, value in row.items()
+            if column not in ignored
+        }
+        for row in rows
+    ]
+
+
+def test_rows_match_the_release(family: Family) -> None:
+    db = family.db
+    boss = PgBoss(db, SCHEMA)
+    assert boss.check_schema().archive
+    with family.node() as node:
+        _python(boss, db, "py_")
+        _node(node, db, "js_")
+    assert _queues(db, "py_") == _queues(db, "js_")
+    ours, theirs = normalize(raw_rows(db, "py_"), "py_"), normalize(raw_rows(db, "js_"), "js_")
+    # The tagged jobs' rows, and the dead letter copy (untagged data is the failed job's).
+    assert len(ours) == 6
+    problems = differences(ours, theirs)
+    assert not problems, f"our rows differ from pg-boss {family.release}'s:\n" + "\n".join(problems)
+
+
+def test_archived_jobs_are_found_and_deleted(family: Family) -> None:
+    db = family.db
+    boss = PgBoss(db, SCHEMA)
+    with family.node() as node:
+        boss.create_queue("q")
+        done = boss.send("q", {"n": 1})
+        [job] = boss.fetch("q")
+        boss.complete("q", [(job, {"ok": True})])
+        age(db, "q", "completed_on", 13 * 3600, [done])
+        node.call("archive")  # 10.x's supervisor: completed more than 12 hours ago
+        assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'q'")[0]["n"] == 0
+        archived = boss.get_job("q", done, include_metadata=True)
+        assert archived is not None and (archived.state, archived.output) == (JobState.COMPLETED, {"ok": True})
+        assert node.call("getJobById", "q", done, {"includeArchive": True})["output"] == {"ok": True}
+        assert boss.delete_jobs("q", [done]) == 1
+        assert boss.get_job("q", done) is None
+
+
+def test_options_10x_lacks_are_refused(family: Family) -> None:
+    db = family.db
+    boss = PgBoss(db, SCHEMA)
+    for options in (
+        QueueOptions(retention_seconds=90),
+        QueueOptions(partition=False),
+        QueueOptions(retry_delay_max=1, retry_backoff=True),
+    ):
+        with pytest.raises(OptionNotSupported, match=r"schema version 2[1-4]"):
+            boss.create_queue("refused", options)
+    assert boss.get_queue("refused") is None
+    boss.create_queue("q")
+    for send in (
+        SendOptions(delete_after_seconds=60),
+        SendOptions(heartbeat_seconds=30),
+        SendOptions(group={"id": "g"}),
+    ):
+        with pytest.raises(OptionNotSupported):
+            boss.send("q", 1, send)
+    assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"] == 0
