@@ -22,7 +22,7 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
-from shared.pgboss.errors import OptionNotSupported
+from shared.pgboss.errors import OptionNotSupported, QueueNotFound
 from shared.pgboss.models import JobState, QueueOptions, SendOptions
 from tests.conftest import SCHEMA, create_database, url_for
 from tests.interop.rows import age, differences, normalize, raw_rows
@@ -166,7 +166,7 @@ def test_archived_jobs_are_found_and_deleted(family: Family) -> None:
         assert boss.get_job("q", done) is None
 
 
-def test_options_10x_lacks_are_refused(family: Family) -> None:
+def test_options_10x_lacks_and_missing_queues_are_refused(family: Family) -> None:
     db = family.db
     boss = PgBoss(db, SCHEMA)
     for options in (
@@ -185,4 +185,11 @@ def test_options_10x_lacks_are_refused(family: Family) -> None:
     ):
         with pytest.raises(OptionNotSupported):
             boss.send("q", 1, send)
+    # 10.x has no partition for a queue that does not exist, and checks dead letters at commit.
+    with pytest.raises(QueueNotFound, match="'missing'"):
+        boss.send("missing", 1)
+    with pytest.raises(QueueNotFound, match="'nowhere'"):
+        boss.send("q", 1, SendOptions(dead_letter="nowhere"))
+    with pytest.raises(QueueNotFound, match="'nowhere'"):
+        boss.create_queue("r", QueueOptions(dead_letter="nowhere"))
     assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"] == 0
