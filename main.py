@@ -12,6 +12,9 @@ import os
 import sys
 from collections.abc import Callable
 
+import functions_framework
+from werkzeug.exceptions import HTTPException
+
 import functions.drain
 import functions.enqueue
 import functions.webhook
@@ -21,7 +24,7 @@ from functions.health import health
 from functions.ready import ready
 from functions.supervise import supervise
 from functions.webhook import webhook
-from shared import instance, log
+from shared import http, instance, log
 from shared.config import Settings
 from shared.errors import ConfigError
 
@@ -35,6 +38,9 @@ STARTUP_CHECKS: dict[str, Callable[[Settings], None]] = {
     "supervise": functions.drain.check_settings,
     "webhook": functions.webhook.check_settings,
 }
+
+# What Flask or functions-framework refuse before a function runs answers in our shape too.
+functions_framework.errorhandler(HTTPException)(http.framework_error)
 
 try:
     log.configure(instance.settings().log_level)

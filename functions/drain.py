@@ -37,7 +37,7 @@ from shared.db import Database
 from shared.drain.limits import Limits
 from shared.drain.listener import listen_url
 from shared.drain.loop import Drainer
-from shared.errors import AppError, InvalidRequest, field_errors
+from shared.errors import AppError, InvalidRequest, echo, field_errors
 from shared.handlers import load
 from shared.http import endpoint, json_response, parse_json, read_body
 from shared.outbox.reconcile import reconcile_outbox
@@ -127,7 +127,7 @@ def read_request(request: flask.Request, queues: tuple[str, ...], settings: Sett
     except ValidationError as exc:
         raise InvalidRequest("invalid drain request", field_errors(exc)) from None
     errors = [
-        _error(["queues", index], f"no handler for queue {name!r}; known: {', '.join(queues)}")
+        _error(["queues", index], f"no handler for queue {echo(name)}; known: {', '.join(queues)}")
         for index, name in enumerate(body.queues or [])
         if name not in queues
     ]

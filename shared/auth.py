@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from werkzeug.datastructures import Headers
 
 from shared.config import Settings
-from shared.errors import ConfigError, Unauthenticated, Unavailable
+from shared.errors import ConfigError, Unauthenticated, Unavailable, echo
 
 SIGNATURE_PREFIX = "sha256="
 # Compared against when no credential was presented, so that case costs the same.
@@ -293,12 +293,12 @@ def verify_google_oidc(
     except (ValueError, google_errors.GoogleAuthError) as exc:
         raise Unauthenticated(f"OIDC token rejected: {_first_line(exc)}") from None
     if claims.get("iss") != GOOGLE_ISSUER:
-        raise Unauthenticated(f"OIDC token rejected: issuer {claims.get('iss')!r} is not {GOOGLE_ISSUER}")
+        raise Unauthenticated(f"OIDC token rejected: issuer {echo(claims.get('iss'))} is not {GOOGLE_ISSUER}")
     email = claims.get("email")
     if not isinstance(email, str) or claims.get("email_verified") is not True:
         raise Unauthenticated("OIDC token rejected: no verified email")
     if email.lower() not in {allowed.lower() for allowed in emails}:
-        raise Unauthenticated(f"OIDC token rejected: {email} is not an allowed service account")
+        raise Unauthenticated(f"OIDC token rejected: {echo(email)} is not an allowed service account")
     return email
 
 
@@ -312,7 +312,7 @@ def _check_unsigned_claims(claims: Mapping[str, Any], audiences: list[str]) -> N
     if expires + _CLOCK_SKEW_SECONDS < now:
         raise ValueError("Token expired")
     if claims.get("aud") not in audiences:
-        raise ValueError(f"Token has wrong audience {claims.get('aud')}")
+        raise ValueError(f"Token has wrong audience {echo(claims.get('aud'))}")
 
 
 def _first_line(exc: BaseException) -> str:

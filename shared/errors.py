@@ -23,6 +23,7 @@ rather than derived from the class name, and a rename cannot change it::
     └── DatabaseError          database_error           PostgreSQL refused a statement for a reason that is ours
 
 The pg-boss client adds its own leaves (``shared.pgboss.errors``), with codes of their own.
+A message that repeats what the caller sent quotes it with ``echo``, which cuts it short.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class InvalidRequest(RequestError):
     code = "invalid_request"
 
     def __init__(self, message: str | None = None, errors: Sequence[dict[str, Any]] = ()) -> None:
-        self.errors = list(errors)
+        # A location may hold the caller's own JSON keys: cut, as a message would quote them.
+        self.errors = [{**error, "loc": echo_loc(error["loc"])} if "loc" in error else error for error in errors]
         super().__init__(message)
 
 
@@ -158,6 +160,29 @@ class DatabaseError(AppError):
         super().__init__(message)
 
 
+# -- echoing the caller -----------------------------------------------------------------
+
+# Characters of a caller's value that an error message repeats. Enough to recognise it;
+# the rest would let one request make our answer and its log line as large as itself.
+ECHO_LIMIT = 80
+
+
+def echo(value: Any) -> str:
+    """A caller's value as an error message quotes it: ``repr``, cut after ``ECHO_LIMIT`` characters.
+
+    ``'qqqq…' (5,000 characters)`` says both what was sent and that it was cut.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= ECHO_LIMIT:
+        return repr(text)
+    return f"{text[:ECHO_LIMIT]!r}… ({len(text):,} characters)"
+
+
+def echo_loc(loc: Sequence[Any]) -> list[Any]:
+    """A field's location with the caller's own keys (strings) cut as ``echo`` cuts them."""
+    return [echo(part) if isinstance(part, str) and len(part) > ECHO_LIMIT else part for part in loc]
+
+
 # -- field errors ---------------------------------------------------------------------
 
 
@@ -172,6 +197,8 @@ def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list
 def describe(errors: Sequence[dict[str, Any]], *, whole: str, most: int | None = None) -> str:
     """Errors on one line, ``a.b: msg; c: msg``; ``whole`` names an empty location."""
     shown = errors if most is None else errors[:most]
-    line = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or whole}: {error['msg']}" for error in shown)
+    line = "; ".join(
+        f"{'.'.join(str(part) for part in echo_loc(error['loc'])) or whole}: {error['msg']}" for error in shown
+    )
     hidden = len(errors) - len(shown)
     return line + (f" (and {hidden} more)" if hidden else "")

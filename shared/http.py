@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from shared import instance, log
 from shared.errors import (
@@ -31,6 +32,7 @@ from shared.errors import (
     Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
+    echo,
 )
 
 logger = logging.getLogger("manda.request")
@@ -113,6 +115,21 @@ def error_response(error: AppError) -> flask.Response:
     return json_response(body, status, headers)
 
 
+def framework_error(error: HTTPException) -> flask.Response:
+    """Flask's and functions-framework's own refusals, in our shape.
+
+    They come before a function's handler runs: functions-framework answers
+    ``/robots.txt`` and ``/favicon.ico`` with a 404 of its own. ``main.py`` registers this
+    with ``functions_framework.errorhandler``; its 500s stay with functions-framework.
+    """
+    status = error.code or 500
+    code = next((kind.code for kind, mapped in STATUS_BY_ERROR if mapped == status), RequestError.code)
+    problem = (error.name or "refused").lower()
+    return json_response(
+        {"error": code, "message": f"{problem}: {flask.request.method} {echo(flask.request.path)}"}, status
+    )
+
+
 def endpoint(*methods: str) -> Callable[[Handler], Handler]:
     """Wrap a function's handler: allowed methods, trace-aware logging, errors -> status."""
 
@@ -162,7 +179,8 @@ def read_body(request: flask.Request, *, max_bytes: int) -> bytes:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {max_bytes}")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, not {mimetype or 'missing'}")
+        sent = echo(mimetype) if mimetype else "missing"
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {sent}")
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")

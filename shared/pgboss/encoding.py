@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from shared.errors import echo
 from shared.pgboss.models import Job, JobRequest, error_output, repeated_ids
 
 
@@ -94,7 +95,7 @@ def job_ids(ids: Iterable[str | UUID]) -> list[str]:
         try:
             canonical.append(str(value if isinstance(value, UUID) else UUID(str(value))))
         except ValueError:
-            raise ValueError(f"{value!r} is not a job id (a uuid)") from None
+            raise ValueError(f"{echo(value)} is not a job id (a uuid)") from None
     return canonical
 
 

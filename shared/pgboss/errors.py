@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.errors import NotFound, Refused, SchemaNotReady
+from shared.errors import NotFound, Refused, SchemaNotReady, echo
 from shared.pgboss.capabilities import SUPPORTED_RELEASES, releases_of
 
 
@@ -45,7 +45,7 @@ class QueueNotFound(NotFound):
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
-        super().__init__(f"queue {queue!r} does not exist")
+        super().__init__(f"queue {echo(queue)} does not exist")
 
 
 class InvalidQueue(Refused):
@@ -64,7 +64,7 @@ class SingletonKeyRequired(Refused):
     problem = "missing"
 
     def __init__(self, queue: str, job_index: int | None) -> None:
-        message = f"queue {queue!r} has policy key_strict_fifo; every job needs a singletonKey"
+        message = f"queue {echo(queue)} has policy key_strict_fifo; every job needs a singletonKey"
         super().__init__(message, queue=queue, option="singletonKey", job_index=job_index)
 
 
@@ -86,7 +86,7 @@ class InternalQueue(Refused):
     code = "internal_queue"
 
     def __init__(self, queue: str) -> None:
-        super().__init__(f"queue {queue!r} is internal to pg-boss and cannot be fetched from", queue=queue)
+        super().__init__(f"queue {echo(queue)} is internal to pg-boss and cannot be fetched from", queue=queue)
 
 
 class OptionNotSupported(Refused):
