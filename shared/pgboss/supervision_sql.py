@@ -25,10 +25,14 @@ import math
 from shared.pgboss.sql import quoted_schema
 
 
-def render(statement: str, schema: str) -> str:
+def render(statement: str, schema: str, *, job_now: bool = True) -> str:
     """The statement with the schema filled in: ``{schema}`` as the quoted identifier,
     ``{schema_name}`` as a string literal (for DO blocks, which take no parameters); both
-    after ``quoted_schema`` validated the name as a plain lower-case one."""
+    after ``quoted_schema`` validated the name as a plain lower-case one. Without
+    ``job_now`` (schemas before 42, where pg-boss reads the clock with ``now()``) every
+    ``job_now()`` becomes ``now()``."""
+    if not job_now:
+        statement = statement.replace("{schema}.job_now()", "now()")
     identifier = quoted_schema(schema)
     return statement.replace("{schema}", identifier).replace("{schema_name}", f"'{schema}'")
 
@@ -657,14 +661,26 @@ SELECT CAST((SELECT id FROM edge) AS text) AS cursor, (SELECT count(*) FROM remo
 CLEANUP_CHILD_DEPENDENCIES = _cleanup_dependencies("child")
 CLEANUP_PARENT_DEPENDENCIES = _cleanup_dependencies("parent")
 
-# pg-boss 12.38 resolveFlowJobs(): one batch of the flow resolver. Locks up to 1000
-# completed parents still marked blocking (skipping rows another resolver holds),
-# takes one pending dependency per parent off each child, releases children that reach
-# zero (start_after moves up to the release), and clears blocking on the parents so
-# they are never resolved again.
-RESOLVE_FLOWS = """
+
+def _resolve_flows(moves_start_after: bool) -> str:
+    """pg-boss resolveFlowJobs(): one batch of the flow resolver (12.22 to 12.38).
+
+    Locks up to 1000 completed parents still marked blocking (skipping rows another
+    resolver holds), takes one pending dependency per parent off each child, releases
+    children that reach zero, and clears blocking on the parents so they are never
+    resolved again. 12.38 also moves a released child's start_after up to the release,
+    so its wait counts from when it could first run; 12.22 to 12.35 leave it.
+    """
+    start_after = (
+        """,
+      start_after = CASE WHEN GREATEST(j.pending_dependencies - lc.n, 0) = 0
+        THEN GREATEST(j.start_after, {schema}.job_now()) ELSE j.start_after END"""
+        if moves_start_after
+        else ""
+    )
+    return f"""
 WITH locked_parents AS (
-  SELECT j.name, j.id FROM {schema}.job j
+  SELECT j.name, j.id FROM {{schema}}.job j
   WHERE j.blocking AND j.state = 'completed' AND j.name = ANY(CAST(:names AS text[]))
   ORDER BY j.name, j.id
   FOR UPDATE OF j SKIP LOCKED
@@ -672,29 +688,27 @@ WITH locked_parents AS (
 ),
 decremented AS (
   SELECT d.child_name, d.child_id, count(*)::int AS n
-  FROM {schema}.job_dependency d
+  FROM {{schema}}.job_dependency d
   JOIN locked_parents p ON d.parent_name = p.name AND d.parent_id = p.id
   GROUP BY d.child_name, d.child_id
 ),
 locked_children AS (
-  SELECT j.name, j.id, d.n FROM {schema}.job j
+  SELECT j.name, j.id, d.n FROM {{schema}}.job j
   JOIN decremented d ON d.child_name = j.name AND d.child_id = j.id
   WHERE j.blocked
   ORDER BY j.name, j.id
   FOR UPDATE OF j
 ),
 unblocked AS (
-  UPDATE {schema}.job j
+  UPDATE {{schema}}.job j
   SET pending_dependencies = GREATEST(j.pending_dependencies - lc.n, 0),
-      blocked = GREATEST(j.pending_dependencies - lc.n, 0) > 0,
-      start_after = CASE WHEN GREATEST(j.pending_dependencies - lc.n, 0) = 0
-        THEN GREATEST(j.start_after, {schema}.job_now()) ELSE j.start_after END
+      blocked = GREATEST(j.pending_dependencies - lc.n, 0) > 0{start_after}
   FROM locked_children lc
   WHERE j.name = lc.name AND j.id = lc.id
   RETURNING CASE WHEN NOT j.blocked THEN 1 ELSE 0 END AS released
 ),
 cleared AS (
-  UPDATE {schema}.job j SET blocking = false
+  UPDATE {{schema}}.job j SET blocking = false
   FROM locked_parents p
   WHERE j.name = p.name AND j.id = p.id
   RETURNING 1
@@ -702,6 +716,10 @@ cleared AS (
 SELECT (SELECT count(*) FROM cleared)::int AS resolved,
   (SELECT COALESCE(sum(released), 0) FROM unblocked)::int AS released
 """
+
+
+RESOLVE_FLOWS = _resolve_flows(moves_start_after=True)
+RESOLVE_FLOWS_KEEPING_START_AFTER = _resolve_flows(moves_start_after=False)
 
 # pg-boss 12.38 getSchedules(): every schedule, with the zone UTC when none is stored.
 GET_SCHEDULES = """

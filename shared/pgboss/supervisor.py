@@ -47,8 +47,14 @@ log = logging.getLogger(__name__)
 
 SEND_IT_QUEUE = "__pgboss__send-it"
 PASSES = SUPERVISION_PASSES
-# Schema versions each pass has been proven on against the same pg-boss release.
+# Schema versions each pass has been proven on against that schema's own pg-boss release
+# (tests/supervise, run per release with TEST_PGBOSS_RELEASE). 44 and 45 have no
+# installable release to prove anything against; 21-24 (10.x) have a supervisor of
+# their own (expire, archive, drop) not done here.
 PROVEN_SCHEMAS: dict[str, frozenset[int]] = {name: frozenset({46}) for name in PASSES}
+# The flow resolver is the same statement from 12.22 (33) to 12.35 (43); 12.38 also moves
+# a released child's start_after.
+PROVEN_SCHEMAS["flows"] = frozenset(range(33, 44)) | {46}
 
 # pg-boss 12.38's sizes: queues per claim, expiry and flow batches, retention walks.
 QUEUE_CHUNK = 100
@@ -153,7 +159,7 @@ class Supervisor:
         return self.boss.db.run(self._sql(statement), params or {})
 
     def _sql(self, statement: str) -> str:
-        return supervision_sql.render(statement, self.boss.schema)
+        return supervision_sql.render(statement, self.boss.schema, job_now=self.boss.capabilities.has_job_now)
 
     def _chunks(self) -> Iterator[tuple[str, list[str]]]:
         """Every queue's name in chunks of 100, grouped by the table its jobs live in."""
@@ -339,12 +345,17 @@ class Supervisor:
         if not self._claim_version(supervision_sql.CLAIM_FLOW, self.plan.intervals.flows):
             summary.skipped["flows"] = "claimed elsewhere or not due"
             return
+        resolve = (
+            supervision_sql.RESOLVE_FLOWS
+            if self.boss.schema_version() >= 46
+            else supervision_sql.RESOLVE_FLOWS_KEEPING_START_AFTER
+        )
         for _table, names in self._chunks():
             for _ in range(FLOW_BATCHES_PER_CHUNK):
                 if self._out_of_time():
                     summary.add("flows", "left_for_later")
                     return
-                row = self._run(supervision_sql.RESOLVE_FLOWS, {"names": names})[0]
+                row = self._run(resolve, {"names": names})[0]
                 summary.add("flows", "parents_resolved", row["resolved"])
                 summary.add("flows", "released", row["released"])
                 if row["resolved"] < FLOW_BATCH_SIZE:

@@ -4,6 +4,7 @@ to our Supervisor — and compares the job rows."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +44,35 @@ class TwinRun:
         assert not problems, "our rows differ from pg-boss's:\n" + "\n".join(problems)
 
 
-QUEUE_COUNTS = """
-SELECT substr(name, length(:prefix) + 1) AS name, queued_count, deferred_count, blocked_count,
-  ready_count, active_count, failed_count, total_count, retained_count,
-  monitor_on IS NOT NULL AS counted, singletons_active
-FROM pgboss.queue WHERE left(name, length(:prefix)) = :prefix ORDER BY name
+# The cached counts a release keeps (older schemas have fewer of them).
+COUNT_COLUMNS = (
+    "queued_count",
+    "deferred_count",
+    "blocked_count",
+    "ready_count",
+    "active_count",
+    "failed_count",
+    "total_count",
+    "retained_count",
+    "singletons_active",
+)
+QUEUE_ROWS = """
+SELECT substr(name, length(:prefix) + 1) AS name, CAST(to_jsonb(q) AS text) AS row,
+  q.monitor_on IS NOT NULL AS counted
+FROM pgboss.queue q WHERE left(name, length(:prefix)) = :prefix ORDER BY name
 """
+
+
+def queue_counts(db: Database, prefix: str) -> list[dict[str, Any]]:
+    """Each queue's cached counts, under its name without the prefix."""
+    counts = []
+    for row in db.run(QUEUE_ROWS, {"prefix": prefix}):
+        columns = json.loads(row["row"])
+        counts.append(
+            {"name": row["name"], "counted": row["counted"]}
+            | {column: columns[column] for column in COUNT_COLUMNS if column in columns}
+        )
+    return counts
 
 
 class Twin:
@@ -66,7 +90,7 @@ class Twin:
             scenario(prefix)
             background(prefix, who)
             rows[who] = normalize(raw_rows(self.db, prefix), prefix)
-            queues[who] = self.db.run(QUEUE_COUNTS, {"prefix": prefix})
+            queues[who] = queue_counts(self.db, prefix)
         return TwinRun(rows["python"], rows["node"], queues)
 
 

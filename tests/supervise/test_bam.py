@@ -6,9 +6,13 @@ queue them (one row for job_common and one per partitioned queue).
 
 from __future__ import annotations
 
+import pytest
+
 from shared.db import Database
 from tests.supervise.conftest import RunPasses
 from tests.support.node_boss import NodeBoss
+
+pytestmark = pytest.mark.since(46, "12.38's background index builds")
 
 QUEUE = "SELECT pgboss.job_table_run_async(:name, 46, :command)"
 

@@ -22,6 +22,8 @@ from shared.pgboss.supervisor import Intervals
 from tests.supervise.conftest import RunPasses
 from tests.support.node_boss import NodeBoss
 
+pytestmark = pytest.mark.since(46, "12.38's schedule table")
+
 EXPRESSIONS = [
     ("* * * * *", "UTC"),
     ("*/7 * * * *", "America/New_York"),

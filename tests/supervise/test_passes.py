@@ -1,15 +1,19 @@
-"""Each pass leaves the job table as pg-boss 12.38's own supervise() / flow resolver does.
+"""Each pass leaves the job table as pg-boss's own supervise() / flow resolver does.
 
 Every scenario is set up twice through Node in one database, under two queue prefixes;
 one copy's background work is done by pg-boss (``supervise(name)``, ``resolveFlow()``),
 the other's by our Supervisor, and the normalized rows (and cached queue counts) must
-agree.
+agree. Run against another release (TEST_PGBOSS_RELEASE), the tests of the passes
+proven on its schema compare against that release.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from shared.db import Database
 from shared.pgboss.client import PgBoss
+from shared.pgboss.supervisor import PASSES
 from tests.supervise.conftest import RunPasses, Twin
 from tests.support.node_boss import NodeBoss
 
@@ -20,6 +24,7 @@ def _node_supervise(node: NodeBoss, db: Database, prefix: str) -> None:
         node.call("supervise", row["name"])
 
 
+@pytest.mark.since(46, "12.38's version of this pass")
 def test_expiry_and_lost_heartbeats_go_through_the_fail_chain(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -60,6 +65,7 @@ def test_expiry_and_lost_heartbeats_go_through_the_fail_chain(
     assert run.queues["python"] == run.queues["node"]
 
 
+@pytest.mark.since(46, "12.38's version of this pass")
 def test_retention_deletes_what_pg_boss_deletes_and_keeps_the_same_counts(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -96,6 +102,7 @@ def test_retention_deletes_what_pg_boss_deletes_and_keeps_the_same_counts(
     assert run.queues["python"] == run.queues["node"]
 
 
+@pytest.mark.since(33, "the background flow resolver")
 def test_flow_children_are_released_once_their_parents_complete(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -113,6 +120,13 @@ def test_flow_children_are_released_once_their_parents_complete(
         )
         parents = boss.fetch(prefix + "q", 10)
         boss.complete(prefix + "q", [(job, None) for job in parents if job.data["tag"] == "a"])
+        # Children sent an hour ago: 12.38 moves a released child's start_after up to the
+        # release, earlier releases leave it where it was.
+        db.run(
+            "UPDATE pgboss.job SET created_on = created_on - interval '1 hour',"
+            " start_after = start_after - interval '1 hour' WHERE name = :n",
+            {"n": prefix + "next"},
+        )
 
     def background(prefix: str, who: str) -> None:
         if who == "node":
@@ -126,9 +140,12 @@ def test_flow_children_are_released_once_their_parents_complete(
         row["data"]["tag"]: (row["blocked"], row["pending_dependencies"]) for row in run.ours if row["name"] == "next"
     }
     assert blocked == {"needs-a": (False, 0), "needs-a-and-b": (True, 1)}
+    moved = {row["data"]["tag"]: row["start_after"] > 3000 for row in run.theirs if row["name"] == "next"}
+    assert moved == {"needs-a": boss.schema_version() >= 46, "needs-a-and-b": False}
     run.assert_same()
 
 
+@pytest.mark.since(46, "12.38's version of this pass")
 def test_a_claimed_pass_is_not_run_again_inside_its_interval(
     boss: PgBoss, node: NodeBoss, supervise: RunPasses
 ) -> None:
@@ -141,7 +158,16 @@ def test_a_claimed_pass_is_not_run_again_inside_its_interval(
     assert second.skipped["flows"] == "claimed elsewhere or not due"
 
 
+@pytest.mark.since(46, "12.38's version of this pass")
 def test_every_pass_refuses_a_schema_it_was_not_proven_on(db: Database, supervise: RunPasses) -> None:
     db.run("UPDATE pgboss.version SET version = 45")
     summary = supervise()
     assert summary.skipped == {name: "schema version 45 is not supported by this pass" for name in summary.counts}
+
+
+@pytest.mark.since(46, "schema 46 to lower the version of")
+def test_on_an_older_schema_only_the_passes_proven_there_run(db: Database, supervise: RunPasses) -> None:
+    db.run("UPDATE pgboss.version SET version = 43")
+    summary = supervise()
+    assert set(summary.skipped) == set(PASSES) - {"flows"}
+    assert summary.skipped["monitor"] == "schema version 43 is not supported by this pass"

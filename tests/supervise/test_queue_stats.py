@@ -24,7 +24,7 @@ from tests.conftest import node_package
 from tests.supervise.conftest import RunPasses
 from tests.support.node_boss import NodeBoss
 
-pytestmark = pytest.mark.since(46, "queue_stats with every counter this monitor writes")
+pytestmark = pytest.mark.since(46, "12.38's queue_stats counters")
 
 QUEUE_ROW = """
 SELECT substr(name, length(:prefix) + 1) AS name, created_delta, completed_delta, failed_delta,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from flask.testing import FlaskClient
 
 from shared.config import SUPERVISION_PASSES
 from shared.db import Database
 from tests.conftest import DRAIN_TOKEN
+
+pytestmark = pytest.mark.since(46, "12.38's version of every pass")
 
 
 def test_supervise_needs_drains_caller_and_reports_each_pass(

@@ -12,11 +12,15 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.supervisor import Intervals, Plan, Supervisor
 from tests.interop.test_doctor import doctor
 from tests.support.node_boss import NodeBoss
+
+pytestmark = pytest.mark.since(46, "12.38's version of every pass")
 
 SECONDS = 8.0
 
