@@ -164,6 +164,16 @@ def test_archived_jobs_are_found_and_deleted(family: Family) -> None:
         assert node.call("getJobById", "q", done, {"includeArchive": True})["output"] == {"ok": True}
         assert boss.delete_jobs("q", [done]) == 1
         assert boss.get_job("q", done) is None
+        # A job retried long after it failed stays in the queue through 10.x's archive pass.
+        boss.create_queue("once", QueueOptions(retry_limit=0))
+        failed = boss.send("once", {"n": 2})
+        [job] = boss.fetch("once")
+        assert boss.fail("once", [(job, "no")]).failed == (failed,)
+        age(db, "once", "completed_on", 13 * 3600, [failed])
+        assert boss.retry("once", [failed]) == 1
+        node.call("archive")
+        [again] = boss.fetch("once")
+        assert (again.id, again.retry_count) == (failed, 1)
 
 
 def test_options_10x_lacks_and_missing_queues_are_refused(family: Family) -> None:
