@@ -72,7 +72,7 @@ class _Worker:
     @staticmethod
     def _spawn() -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-c", worker.BOOT, json.dumps(sys.path)],
+            [sys.executable, "-c", worker.BOOT, json.dumps(list(dict.fromkeys(sys.path)))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

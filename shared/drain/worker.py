@@ -1,7 +1,8 @@
 """What runs inside a worker process: a handler found by module and name, run on jobs sent as JSON.
 
-The parent starts ``python -c`` with this module's ``main`` and its own ``sys.path``, so
-a worker imports exactly the code the instance runs and nothing of the parent's state.
+The parent starts ``python -c`` with this module's ``main`` and its own ``sys.path``, which
+replaces the worker's, so a worker imports exactly the code the instance runs, from the
+same places in the same order, and nothing of the parent's state.
 Requests arrive on stdin and answers leave on the original stdout, one JSON document
 per line; the handler's own ``print`` goes to stderr, the instance's log.
 
@@ -28,8 +29,8 @@ from shared.drain.failures import HandlerOutputInvalid
 from shared.handlers.registry import locate
 from shared.pgboss.models import Job, error_output
 
-# How the parent starts a worker: its sys.path first, then this module's main().
-BOOT = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from shared.drain.worker import main; main()"
+# How the parent starts a worker: the parent's sys.path, then this module's main().
+BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from shared.drain.worker import main; main()"
 
 
 def encode_job(job: Job) -> dict[str, Any]:
