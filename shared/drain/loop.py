@@ -142,15 +142,17 @@ class Drainer:
             self._take_events(block_for=None)
             now = self._clock()
             self._time_out_and_touch(now)
-            self._settle(now)
-            now = self._clock()
             if now >= hard_end:
-                return "budget"
+                return "budget"  # _finish settles what is held
             if watching:
                 for state in self._queues.values():
                     if state.dry and now >= state.next_poll:
                         state.dry = False
+            # Fetch before settling: a handler slot or worker process freed by a job that
+            # just finished gets its next job one round trip sooner, and the finished job's
+            # complete waits for that round trip instead of the next job waiting for it.
             self._fetch_round()
+            self._settle(self._clock())
             now = self._clock()
             if not self._running and not self._holding():
                 if self._outage.down is not None:
