@@ -196,6 +196,17 @@ def repeated_ids(requests: Sequence[JobRequest]) -> list[DuplicateJobId]:
     return repeats
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: Any) -> tuple[str, ...]:
+    """A row class's field names, asked once per fetched row: ``fields()`` rebuilds them on every call."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in fields(cls))
+    return names
+
+
 @dataclass(frozen=True)
 class Job:
     """A fetched job; ``retry_count`` is the attempt that settling it is fenced on."""
@@ -220,7 +231,7 @@ class Job:
     @classmethod
     def _values(cls, row: Mapping[str, Any]) -> dict[str, Any]:
         """The row's columns for this class's fields, decoded to their Python types."""
-        values = {field.name: row[field.name] for field in fields(cls)}
+        values = {name: row[name] for name in _field_names(cls)}
         values["id"] = str(values["id"])
         started_on = values["started_on"]
         if isinstance(started_on, float):  # a fetch sends epoch seconds (see sql._JOB_COLUMNS)
