@@ -1,6 +1,9 @@
 """What both benchmarks share: a scratch database, a backlog, and pg-boss 12.38 timed inside Node.
 
 Imported by the benchmark scripts, which put the repository root on ``sys.path`` first.
+They run on the PostgreSQL server ``BENCH_ADMIN_DATABASE_URL`` names or, without it, on a
+throwaway server of their own started the way ``./test.sh`` starts the tests' (see
+``on_a_server``), never on whatever happens to listen on the machine's default port.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
@@ -18,7 +23,7 @@ from tests.support.node_boss import NODE, PGBOSS_DIR
 
 SCHEMA = "pgboss"
 INSERT_BATCH = 1_000
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+WITH_TEST_POSTGRES = Path(__file__).resolve().parent.parent / "scripts" / "with_test_postgres.py"
 
 # pg-boss's ways to drain a queue (modes of NODE_SCRIPT); the fastest is its figure.
 NODE_DRAINS = {
@@ -113,12 +118,32 @@ def insert_backlog(boss: PgBoss, queue: str, jobs: int) -> None:
         boss.insert([JobRequest(queue, {"n": start + k}) for k in range(count)])
 
 
+def on_a_server() -> None:
+    """Make sure the benchmark has a PostgreSQL server: the one ``BENCH_ADMIN_DATABASE_URL``
+    names, or else a throwaway one.
+
+    Without that setting the script runs itself again under ``scripts/with_test_postgres.py``,
+    which starts a server on a free port (fsync off, as the tests', so figures measure the
+    code and not the disk), hands it over as ``TEST_ADMIN_DATABASE_URL`` and removes it
+    however the run ends.
+    """
+    if os.environ.get("BENCH_ADMIN_DATABASE_URL") or os.environ.get("TEST_ADMIN_DATABASE_URL"):
+        return
+    os.execv(sys.executable, [sys.executable, str(WITH_TEST_POSTGRES), sys.executable, *sys.argv])
+
+
+def admin_url() -> str:
+    """The benchmark server's admin URL (``on_a_server`` has run)."""
+    return os.environ.get("BENCH_ADMIN_DATABASE_URL") or os.environ["TEST_ADMIN_DATABASE_URL"]
+
+
 def create_database(prefix: str) -> tuple[str, Callable[[], None]]:
     """A new, empty database named after ``prefix``: its URL, and a function that drops it."""
-    admin = Database(ADMIN_URL)
+    server = admin_url()
+    admin = Database(server)
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin.run(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + "/" + name
+    url = server.rpartition("/")[0] + "/" + name
 
     def drop() -> None:
         admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

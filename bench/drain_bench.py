@@ -9,20 +9,24 @@ the end. ``drain`` runs as deployed code: ``main.py`` served by functions-framew
 subprocess, called over HTTP with ``DRAIN_TOKEN``; its handler is the shipped
 ``test-job``, whose real outputs (``{"echo": data}``) are stored.
 
-* **Throughput**, jobs/s, best of ``--rounds``, a backlog of ``--jobs`` in one queue:
-  one drain call (``budgetSeconds: 0``) timed end to end over HTTP, against pg-boss's
-  fastest Node path on the same backlog — its ``fetch`` + ``complete`` loop (with ids,
-  and with the fetched jobs, which fences like ours) and ``work()`` in burst mode, at
-  batch sizes 10, 100 and 500, each timed inside Node by a script run with the pinned
-  Node, so nothing of a test harness sits between pg-boss and the database.
-  The same backlog also goes through the batch twin (``test-job-batch``), whose no-op
-  batch handler takes its jobs a batch at a time: both ratios are printed side by side.
+* **Throughput**, jobs/s, a backlog of ``--jobs`` in one queue: one drain call
+  (``budgetSeconds: 0``) timed end to end over HTTP, against pg-boss's fastest Node path
+  on the same backlog — its ``fetch`` + ``complete`` loop (with ids, and with the fetched
+  jobs, which fences like ours) and ``work()`` in burst mode, at batch sizes 10, 100 and
+  500, each timed inside Node by a script run with the pinned Node, so nothing of a test
+  harness sits between pg-boss and the database. The same backlog also goes through the
+  batch twin (``test-job-batch``), whose no-op batch handler takes its jobs a batch at a
+  time. pg-boss's fastest path is found first (each way, each batch size, once); then
+  ``--rounds`` rounds in which the thread handler, the batch handler and that path take
+  turns, so load from other processes falls on all three alike. Each round's figures,
+  ratios and load average are printed, then the best of each and the median ratios.
 * **Async**: ``--async-jobs`` jobs (default 1,000) of ``test-job-async`` awaiting 1 s of
   simulated I/O each, one call with ``DRAIN_CONCURRENCY`` 1000: wall time and the most
   threads the server process had, beside the same jobs on ``test-job`` (a thread each).
 * **CPU**: ``--cpu-jobs`` jobs burning 0.2 s of CPU each in a pure-Python loop, through
   ``test-job`` (threads, taking turns on the GIL) and ``test-job-process`` (a worker
-  process per CPU): wall time of one call each, best of ``--rounds``, and the ratio.
+  process per CPU), taking turns: wall time of one call each, per round and best of
+  ``--rounds``, and the ratio; the worker processes' ids show the pool kept across calls.
 * **Stuck**: a ``test-job-process`` job that never returns (``"hang": true``), with
   ``expireInSeconds`` 2 and one retry: one call watches it be killed at its expiry,
   retried, killed again and failed; the worker processes before and after are listed.
@@ -33,7 +37,11 @@ subprocess, called over HTTP with ``DRAIN_TOKEN``; its handler is the shipped
   worker with default settings (polls every 2 s) and with ``useListenNotify``.
 
 Ratios: throughput ours/pg-boss (above 1 means drain is faster), latency pg-boss/ours
-(above 1 means drain picks up sooner).
+(above 1 means drain picks up sooner). Figures are only comparable at a similar load
+average (printed beside them): on a busy machine every process of the run shares the
+CPU time the kernel gives the run's session.
+
+Runs on the server ``BENCH_ADMIN_DATABASE_URL`` names, or a throwaway one (``bench.common``).
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import NODE_DRAINS, SCHEMA, create_database, insert_backlog, node_rate  # noqa: E402
+from bench.common import NODE_DRAINS, SCHEMA, create_database, insert_backlog, node_rate, on_a_server  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.handlers import load  # noqa: E402
 from shared.pgboss.client import PgBoss  # noqa: E402
@@ -142,10 +150,9 @@ class DrainServer:
 
 
 class Bench:
-    def __init__(self, url: str, jobs: int, rounds: int) -> None:
+    def __init__(self, url: str, jobs: int) -> None:
         self.url = url
         self.jobs = jobs
-        self.rounds = rounds
         self.db = Database(url, statement_timeout_ms=600_000)
         self.boss = PgBoss(self.db, SCHEMA)
 
@@ -160,13 +167,6 @@ class Bench:
         # pg-boss's work() bursts past its polling interval only while its cached queue stats
         # say jobs are ready (its monitor, off here, would fill them in): say so up front.
         self.db.run(f"UPDATE {SCHEMA}.queue SET ready_count = :n WHERE name = :q", {"n": self.jobs, "q": queue})
-
-    def best(self, run: Callable[[], float], queue: str = QUEUE) -> float:
-        rates = []
-        for _ in range(self.rounds):
-            self.fill(queue)
-            rates.append(run())
-        return max(rates)
 
     def drain_rate(self, server: DrainServer, queue: str = QUEUE) -> float:
         started = time.perf_counter()
@@ -200,16 +200,14 @@ class Bench:
             raise RuntimeError(f"drain completed {answer['completed']} of {len(data)} on {queue}: {answer}")
         return seconds, threads.most, answer
 
-    def node_best(self) -> tuple[float, str]:
-        rates = {
-            (mode, batch): self.best(
-                lambda mode=mode, batch=batch: node_rate(mode, self.url, self.jobs, batch, queue=QUEUE)
-            )
-            for batch in NODE_BATCHES
-            for mode in NODE_DRAINS
-        }
-        (mode, batch), rate = max(rates.items(), key=lambda item: item[1])
-        return rate, f"{mode} at batch {batch}"
+    def node_fastest(self) -> tuple[str, int]:
+        """pg-boss's fastest way to drain the backlog and its batch size, each tried once."""
+        rates = {}
+        for batch in NODE_BATCHES:
+            for mode in NODE_DRAINS:
+                self.fill()
+                rates[(mode, batch)] = node_rate(mode, self.url, self.jobs, batch, queue=QUEUE)
+        return max(rates, key=rates.__getitem__)
 
     # -- pickup ---------------------------------------------------------------------------
 
@@ -310,7 +308,7 @@ SECTIONS = ("throughput", "async", "cpu", "stuck", "pickup")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5_000, help="backlog per throughput run (default 5,000)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed runs per throughput figure; the best counts")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the throughput and cpu figures (default 2)")
     parser.add_argument("--pickups", type=int, default=100, help="jobs sent one at a time per latency figure")
     parser.add_argument(
         "--node-default-pickups",
@@ -327,6 +325,7 @@ def main() -> None:
     only = set(args.only.split(","))
     if only - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(only - set(SECTIONS)))}")
+    on_a_server()
     random.seed(7)
 
     url, drop = create_database("drain_bench")
@@ -338,7 +337,7 @@ def main() -> None:
 
     try:
         migrate(url, SCHEMA)
-        bench = Bench(url, args.jobs, args.rounds)
+        bench = Bench(url, args.jobs)
         print("drain (main.py under functions-framework, over HTTP) vs pg-boss 12.38 (Node), one database\n")
         if "throughput" in only:
             threads = server(DRAIN_CONCURRENCY=args.concurrency, DRAIN_BATCH_SIZE=args.batch)
@@ -358,19 +357,39 @@ def main() -> None:
 
 
 def throughput(bench: Bench, fast: DrainServer, batching: DrainServer, args: argparse.Namespace) -> None:
-    threads = bench.best(lambda: bench.drain_rate(fast))
-    batches = bench.best(lambda: bench.drain_rate(batching, BATCH_QUEUE), BATCH_QUEUE)
-    theirs, how = bench.node_best()
-    print(f"throughput, {args.jobs:,}-job backlog, best of {args.rounds} (jobs/s), outputs stored")
+    mode, batch = bench.node_fastest()
+    contenders: dict[str, tuple[str, Callable[[], float]]] = {
+        "thread": (QUEUE, lambda: bench.drain_rate(fast)),
+        "batch": (BATCH_QUEUE, lambda: bench.drain_rate(batching, BATCH_QUEUE)),
+        "pg-boss": (QUEUE, lambda: node_rate(mode, bench.url, bench.jobs, batch, queue=QUEUE)),
+    }
+    print(f"throughput, {args.jobs:,}-job backlog (jobs/s), outputs stored; rounds take turns")
     print(
-        f"  {f'drain, thread handler {QUEUE} (concurrency {args.concurrency}, batch {args.batch})':<62}{threads:>9,.0f}"
+        f"  thread: drain, thread handler {QUEUE} (concurrency {args.concurrency}, batch {args.batch})\n"
+        f"  batch: drain, batch handler {BATCH_QUEUE} (batches of {load().get(BATCH_QUEUE).batch_size}, "
+        "concurrency 1000)\n"
+        f"  pg-boss: its fastest path, {mode} at batch {batch} ({NODE_DRAINS[mode]})"
     )
+    print(f"  {'':<10}{'thread':>9}{'batch':>9}{'pg-boss':>9}{'thread/pg':>11}{'batch/pg':>10}{'load':>7}")
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(1, args.rounds + 1):
+        for name, (queue, run) in contenders.items():
+            bench.fill(queue)
+            rates[name].append(run())
+        thread, batched, theirs = (rates[name][-1] for name in contenders)
+        print(
+            f"  {f'round {round_}':<10}{thread:>9,.0f}{batched:>9,.0f}{theirs:>9,.0f}"
+            f"{thread / theirs:>10.2f}x{batched / theirs:>9.2f}x{os.getloadavg()[0]:>7.1f}"
+        )
+    thread, batched, theirs = (max(rates[name]) for name in contenders)
     print(
-        f"  {f'drain, batch handler {BATCH_QUEUE} (batches of {load().get(BATCH_QUEUE).batch_size}, concurrency 1000)':<62}{batches:>9,.0f}"
+        f"  {'best':<10}{thread:>9,.0f}{batched:>9,.0f}{theirs:>9,.0f}{thread / theirs:>10.2f}x{batched / theirs:>9.2f}x"
     )
-    print(f"  {f'pg-boss, fastest path ({how})':<62}{theirs:>9,.0f}")
-    print(f"  {'ratio drain / pg-boss: thread handler':<62}{threads / theirs:>9.2f}x")
-    print(f"  {'ratio drain / pg-boss: batch handler':<62}{batches / theirs:>9.2f}x\n")
+    medians = [
+        statistics.median(ours / pg for ours, pg in zip(rates[name], rates["pg-boss"], strict=True))
+        for name in ("thread", "batch")
+    ]
+    print(f"  {'median of the rounds':<37}{medians[0]:>10.2f}x{medians[1]:>9.2f}x\n")
 
 
 def waiting(bench: Bench, wide: DrainServer, count: int) -> None:
@@ -385,14 +404,20 @@ def waiting(bench: Bench, wide: DrainServer, count: int) -> None:
 def cpu_bound(bench: Bench, server: DrainServer, count: int, rounds: int) -> None:
     data = [{"n": n, "burn": 0.2} for n in range(count)]
     timings: dict[str, list[float]] = {QUEUE: [], PROCESS_QUEUE: []}
-    for _ in range(rounds):  # taking turns, so load from elsewhere falls on both alike
+    workers = worker_pids(server)
+    print(f"cpu: {count} jobs of 0.2 s pure-Python CPU each, one call, rounds take turns (s), {os.cpu_count()} CPUs")
+    print(f"  {'':<10}{'threads':>9}{'processes':>11}{'ratio':>8}{'load':>7}")
+    for round_ in range(1, rounds + 1):  # taking turns, so load from elsewhere falls on both alike
         for queue in timings:
             timings[queue].append(bench.one_call(server, queue, data)[0])
+        threads, processes = timings[QUEUE][-1], timings[PROCESS_QUEUE][-1]
+        print(
+            f"  {f'round {round_}':<10}{threads:>9.2f}{processes:>11.2f}{threads / processes:>7.2f}x"
+            f"{os.getloadavg()[0]:>7.1f}"
+        )
     threads, processes = min(timings[QUEUE]), min(timings[PROCESS_QUEUE])
-    print(f"cpu: {count} jobs of 0.2 s pure-Python CPU each, one call, best of {rounds} (s), {os.cpu_count()} CPUs")
-    print(f"  {f'thread handler {QUEUE}':<40}{threads:>8.2f} s")
-    print(f"  {f'process handler {PROCESS_QUEUE}':<40}{processes:>8.2f} s")
-    print(f"  {'ratio threads / processes':<40}{threads / processes:>8.2f}x\n")
+    print(f"  {'best':<10}{threads:>9.2f}{processes:>11.2f}{threads / processes:>7.2f}x")
+    print(f"  worker processes: {workers} before, {worker_pids(server)} after\n")
 
 
 def stuck(bench: Bench, server: DrainServer) -> None:

@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402
     create_database,
     insert_backlog,
     node_rate,
+    on_a_server,
 )
 from shared.db import ConnectionParams, Database  # noqa: E402
 from shared.pgboss import sql  # noqa: E402
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,10,100", help="drain batch sizes (default 1,10,100)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    on_a_server()
 
     url, drop = create_database("pgboss_bench")
     try:
