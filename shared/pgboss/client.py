@@ -168,10 +168,18 @@ class PgBoss:
         if caps.archive:
             wire = encoding.archive_queue_options(wire)
         params = {"name": name, "options": encoding.encode(wire)}
-        with self._queue_errors([name, options.dead_letter or name]), self.db.transaction() as tx:
-            tx.run(sql.advisory_lock(), {"key": self.schema + "create-queue"})
-            tx.run(sql.create_queue(caps, self.schema), params)
-            row = tx.run(sql.get_queue(caps, self.schema), {"name": name})[0]
+        try:
+            with self._queue_errors([name, options.dead_letter or name]), self.db.transaction() as tx:
+                tx.run(sql.advisory_lock(), {"key": self.schema + "create-queue"})
+                tx.run(sql.create_queue(caps, self.schema), params)
+                row = tx.run(sql.get_queue(caps, self.schema), {"name": name})[0]
+        except DatabaseError as error:
+            # Before 24 (10.1.5) create_queue raises for an existing queue, and 10.x's Node
+            # createQueue takes no lock: a Node app created it between our check and insert.
+            if error.sqlstate != _UNIQUE_VIOLATION or caps.create_queue_idempotent:
+                raise
+            self._forget(name)
+            return self._require_queue(name)
         return self._remember(Queue.from_row(row))
 
     def _require_queue(self, name: str) -> Queue:

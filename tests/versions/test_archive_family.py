@@ -13,6 +13,8 @@ Run for the family's oldest release (schema 21, fail by UPDATE in Node) and its 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,7 @@ import pytest
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import OptionNotSupported, QueueNotFound
-from shared.pgboss.models import JobState, QueueOptions, SendOptions
+from shared.pgboss.models import JobState, Queue, QueueOptions, SendOptions
 from tests.conftest import SCHEMA, create_database, url_for
 from tests.interop.rows import age, differences, normalize, raw_rows
 from tests.support import releases
@@ -203,3 +205,34 @@ def test_options_10x_lacks_and_missing_queues_are_refused(family: Family) -> Non
     with pytest.raises(QueueNotFound, match="'nowhere'"):
         boss.create_queue("r", QueueOptions(dead_letter="nowhere"))
     assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job")[0]["n"] == 0
+
+
+def test_a_queue_node_creates_meanwhile_is_returned(family: Family) -> None:
+    """10.x's Node createQueue takes no lock and, before 24, its create_queue raises for
+    an existing queue: our create_queue waiting on Node's uncommitted queue row returns
+    that queue once Node commits."""
+    boss = PgBoss(family.db, SCHEMA)
+    node_side, watcher = Database(family.url), Database(family.url)
+    created: list[Queue] = []
+    try:
+        with node_side.transaction() as tx:
+            tx.run(f"SELECT {SCHEMA}.create_queue('raced', CAST(:options AS json))", {"options": '{"retryLimit": 7}'})
+            ours = threading.Thread(target=lambda: created.append(boss.create_queue("raced")))
+            ours.start()
+            deadline = time.monotonic() + 30
+            while not _waiting_on_a_lock(watcher) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _waiting_on_a_lock(watcher)
+        ours.join(30)
+    finally:
+        node_side.close()
+        watcher.close()
+    [queue] = created
+    assert (queue.name, queue.retry_limit) == ("raced", 7)
+
+
+def _waiting_on_a_lock(db: Database) -> bool:
+    rows = db.run(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(rows[0]["n"])
