@@ -20,7 +20,7 @@ from shared import auth
 from shared.db import Database
 from tests.conftest import SCHEMA
 from tests.drain.test_oidc import AUDIENCE, KEY_ID, SCHEDULER, CertsServer, KeyPair
-from tests.reliability.support import API_KEY, DRAIN_TOKEN, KEY, WEBHOOK_SECRET, add_figures
+from tests.reliability.support import API_KEY, DRAIN_TOKEN, HOOK, KEY, WEBHOOK_SECRET, add_figures
 from tests.support.signing import sign
 
 QUEUE = "abuse"
@@ -210,6 +210,38 @@ def test_hostile_strings_come_back_unchanged_or_are_refused(functions, db) -> No
         refused(db, status, lambda raw=raw: enqueue.post(raw=raw, headers=KEY))
         refused_count += 1
     add_figures("injection", hostile_values_stored_unchanged=stored, hostile_requests_refused=refused_count)
+
+
+STATEMENT_TEXT = ("LOG:  statement: ", "LOG:  execute ", "STATEMENT:  ")
+
+
+def test_hostile_strings_reach_postgresql_only_as_bound_parameters(serve, db, cluster, database_url) -> None:
+    """With every statement on this database logged by the server, a hostile string may show
+    up in the server's log only among a statement's bound parameters, never in its text."""
+    db.run(f"ALTER DATABASE \"{database_url.rsplit('/', 1)[1]}\" SET log_statement = 'all'")
+    db.run(
+        f"SELECT {SCHEMA}.create_queue(:name, :options::jsonb)", {"name": QUEUE, "options": '{"policy": "standard"}'}
+    )
+    # Started after the setting, so every connection they open logs its statements.
+    enqueue, webhook = serve("enqueue", CREATE_MISSING_QUEUES="false"), serve("webhook")
+    mark = uuid.uuid4().hex  # only this test's values carry it
+    texts = [f"{text}{mark}" for text in HOSTILE[:7]]
+    for text in texts:
+        options = {"singletonKey": text, "group": {"id": text}}
+        answer = enqueue.post({"name": QUEUE, "data": {text: [text]}, "options": options}, headers=KEY)
+        assert answer.status_code == 201, answer.text
+        lookup = enqueue.post({"name": text}, headers=KEY)  # a valid name is looked up, so sent
+        assert lookup.status_code in (404, 422), lookup.text
+        event = {"type": "INSERT", "table": "documents", "schema": "public", "record": {"id": text, "seq": text}}
+        assert webhook.post(event, headers=HOOK).status_code == 202
+    lines = cluster.logfile.read_text(errors="replace").splitlines()
+    marked = [line for line in lines if mark in line]
+    # A statement's text is logged as "statement: …", "execute <name>: …" or, after an error,
+    # "STATEMENT: …"; its bound values as "DETAIL: Parameters: …" (and an error may quote one).
+    in_text = [line for line in marked if any(tag in line for tag in STATEMENT_TEXT)]
+    add_figures("injection", server_log_lines_with_hostile_values=len(marked), in_statement_text=len(in_text))
+    assert len([line for line in marked if "Parameters: " in line]) >= 2 * len(texts), "no statement was logged"
+    assert not in_text, in_text[:3]
 
 
 def test_wrong_key_timing_does_not_depend_on_how_much_matched() -> None:
