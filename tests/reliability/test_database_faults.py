@@ -105,6 +105,15 @@ def drain_all(drain: Function, db: Database, total: int, timeout: float = 60) ->
     raise AssertionError(f"not every job completed: {job_states(db, QUEUE)}")
 
 
+def drain_loop(drain: Function, stop: threading.Event, answers: Counter[int]) -> None:
+    """Call ``drain`` back to back until ``stop``, counting its answers (0: no answer at all)."""
+    while not stop.is_set():
+        try:
+            answers[drain.post({"queues": [QUEUE], "budgetSeconds": 0.5}, headers=DRAIN).status_code] += 1
+        except requests.RequestException:
+            answers[0] += 1
+
+
 def test_terminated_backends_give_503_never_500_nor_half_a_batch(serve, db) -> None:
     seconds = size(8, 120)
     enqueues = [serve("enqueue") for _ in range(2)]
@@ -112,15 +121,7 @@ def test_terminated_backends_give_503_never_500_nor_half_a_batch(serve, db) -> N
     terminated = 0
     drain_answers: Counter[int] = Counter()
     stop = threading.Event()
-
-    def drain_loop() -> None:
-        while not stop.is_set():
-            try:
-                drain_answers[drain.post({"queues": [QUEUE], "budgetSeconds": 0.5}, headers=DRAIN).status_code] += 1
-            except requests.RequestException:
-                drain_answers[0] += 1
-
-    runner = threading.Thread(target=drain_loop)
+    runner = threading.Thread(target=drain_loop, args=(drain, stop, drain_answers))
     with Load(enqueues, threads=6) as load:
         runner.start()
         deadline = time.monotonic() + seconds
@@ -155,11 +156,17 @@ def test_postgres_restart_gives_503_and_calls_recover(serve, db, cluster) -> Non
     restarts = size(2, 10)
     enqueues = [serve("enqueue") for _ in range(2)]
     drain = serve("drain")
+    drain_answers: Counter[int] = Counter()
+    stop = threading.Event()
+    runner = threading.Thread(target=drain_loop, args=(drain, stop, drain_answers))
     with Load(enqueues, threads=4) as load:
+        runner.start()
         for number in range(restarts):
             time.sleep(1.0)
             cluster.restart("immediate" if number % 2 else "fast")  # a clean stop, then a crash
         time.sleep(1.0)
+        stop.set()
+    runner.join(timeout=60)
     statuses = load.statuses()
     db.ping()  # the test's own connection died with the server too
     figures = check_batches(db, load.answers)
@@ -170,11 +177,13 @@ def test_postgres_restart_gives_503_and_calls_recover(serve, db, cluster) -> Non
         restarts=restarts,
         enqueue_calls=sum(statuses.values()),
         answers=dict(sorted(statuses.items())),
+        drain_answers=dict(sorted(drain_answers.items())),
         calls_to_recover=max(recovered),
         **figures,
     )
     assert set(statuses) <= {201, 503}, statuses
     assert statuses[503] > 0, "no call met the restart"
+    assert set(drain_answers) <= {200, 503} and drain_answers[503] > 0, drain_answers
     assert all(failures <= 1 for failures in recovered), recovered
 
 
