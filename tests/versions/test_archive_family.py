@@ -27,11 +27,13 @@ from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import OptionNotSupported, QueueNotFound
 from shared.pgboss.models import JobState, Queue, QueueOptions, SendOptions
 from tests.conftest import SCHEMA, create_database, url_for
-from tests.interop.rows import age, differences, normalize, raw_rows
+from tests.interop.rows import age, database_clock, differences, normalize, raw_rows, start_after_epoch
 from tests.support import releases
 from tests.support.node_boss import NodeBoss
 
 ERROR = {"message": "boom"}
+# How far apart two reads of the database clock around one statement may put its now().
+CLOCK_SLACK = 0.001
 # Every send option 10.x takes (keepUntil is retentionSeconds, as 10.x's attorney maps it).
 SEND_OPTIONS = {
     "priority": 3,
@@ -236,3 +238,31 @@ def _waiting_on_a_lock(db: Database) -> bool:
         "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     return bool(rows[0]["n"])
+
+
+def test_backoff_doubles_as_in_10x(family: Family) -> None:
+    """10.x backs off by retry_delay * 2^(k-1) * (1 + random()), k = retry_count + 1,
+    with no cap (retryDelayMax came with 11.0): each client's retries wait within the
+    same bounds."""
+    db = family.db
+    boss = PgBoss(db, SCHEMA)
+    with family.node() as node:
+        for client in ("python", "node"):
+            queue = f"backoff_{client}"
+            boss.create_queue(queue)
+            job_id = boss.send(queue, None, SendOptions(retry_limit=3, retry_delay=2, retry_backoff=True))
+            for attempt, (low, high) in enumerate([(2, 4), (4, 8), (8, 16)]):
+                if client == "python":
+                    [job] = boss.fetch(queue)
+                    assert job.retry_count == attempt
+                    before = database_clock(db)
+                    assert boss.fail(queue, [(job, ERROR)]).retried == (job_id,)
+                else:
+                    [job] = node.call("fetch", queue)
+                    before = database_clock(db)
+                    node.call("fail", queue, job["id"], ERROR)
+                after = database_clock(db)
+                due = start_after_epoch(db, queue, job_id)
+                # The delay lies between due - after and due - before.
+                assert due - before >= low - CLOCK_SLACK and due - after <= high + CLOCK_SLACK, (client, attempt)
+                age(db, queue, "start_after", due - after + 1, [job_id])
