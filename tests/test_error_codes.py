@@ -22,6 +22,7 @@ CODES = {
     "InvalidRequest": ("invalid_request", 422),
     "NotFound": ("not_found", 404),
     "QueueNotFound": ("queue_not_found", 404),
+    "JobNotFound": ("job_not_found", 404),
     "Refused": ("refused", 422),
     "InvalidQueue": ("invalid_queue", 422),
     "SingletonKeyRequired": ("singleton_key_required", 422),

@@ -34,6 +34,7 @@ from shared.pgboss.capabilities import SUPPORTED_SCHEMA_VERSIONS, Capabilities
 from shared.pgboss.errors import (
     InternalQueue,
     InvalidQueue,
+    JobNotFound,
     OptionNotSupported,
     QueueNotFound,
     SchemaMissing,
@@ -52,6 +53,11 @@ from shared.pgboss.models import (
     SendOptions,
     check_queue_name,
 )
+
+# findJobs' page size when none is given, and the largest this client reads at once
+# (pg-boss allows 100,000; a page that large is for a script, not a status read).
+FIND_JOBS_LIMIT = 100
+FIND_JOBS_MAX_LIMIT = 1000
 
 # pg-boss's monitor fails expired jobs in batches of this many, one transaction each.
 EXPIRY_BATCH_SIZE = 1000
@@ -373,6 +379,53 @@ class PgBoss:
         if not rows:
             return None
         return (JobDetails if include_metadata else Job).from_row(rows[0])
+
+    def find_jobs(
+        self,
+        name: str,
+        *,
+        ids: Collection[str | UUID] | None = None,
+        key: str | None = None,
+        data: Any = None,
+        queued: bool = False,
+        after: str | UUID | None = None,
+        limit: int = FIND_JOBS_LIMIT,
+    ) -> list[JobDetails]:
+        """pg-boss's ``findJobs()``: the queue's jobs matching every filter given, oldest
+        first, at most ``limit``: by ``ids``, by singleton ``key``, whose data contains
+        ``data`` (JSON containment; None filters nothing), not yet active (``queued``).
+        ``after`` (the last id of the previous page) reads the next page.
+
+        Raises ``QueueNotFound`` for a queue that does not exist, ``JobNotFound`` when
+        ``after`` names a job no longer in the queue (the page would silently end there),
+        ``ValueError`` for an id that is not a uuid or a limit out of range.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= FIND_JOBS_MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {FIND_JOBS_MAX_LIMIT}")
+        (anchor,) = encoding.job_ids([after]) if after is not None else (None,)
+        params: dict[str, Any] = {"name": name, "limit": limit}
+        if ids is not None:
+            params["ids"] = encoding.job_ids(ids)
+        if key is not None:
+            params["key"] = key
+        if data is not None:
+            params["data"] = encoding.encode(data)
+        if anchor is not None:
+            params["after"] = anchor
+        self._require_queue(name)
+        statement = sql.find_jobs(
+            self.capabilities,
+            self.schema,
+            by_ids=ids is not None,
+            by_key=key is not None,
+            by_data=data is not None,
+            queued=queued,
+            after=anchor is not None,
+        )
+        rows = self._run(statement, params, safe_to_retry=True)
+        if not rows and anchor is not None and self.get_job(name, anchor) is None:
+            raise JobNotFound(name, anchor)
+        return [JobDetails.from_row(row) for row in rows]
 
     def _by_ids(
         self,

@@ -48,6 +48,18 @@ class QueueNotFound(NotFound):
         super().__init__(f"queue {echo(queue)} does not exist")
 
 
+class JobNotFound(NotFound):
+    """No job with this id in the named queue: never sent there, or deleted since
+    (pg-boss deletes finished jobs once their retention ends)."""
+
+    code = "job_not_found"
+
+    def __init__(self, queue: str, job_id: str) -> None:
+        self.queue = queue
+        self.job_id = job_id
+        super().__init__(f"job {job_id} does not exist in queue {queue!r}")
+
+
 class InvalidQueue(Refused):
     """A queue pg-boss would refuse to create (bad name, or its own dead letter queue)."""
 

@@ -1099,3 +1099,55 @@ FROM (
 ORDER BY j.place
 LIMIT 1
 """
+
+
+@cache
+def find_jobs(
+    caps: Capabilities, schema: str, *, by_ids: bool, by_key: bool, by_data: bool, queued: bool, after: bool
+) -> str:
+    """pg-boss findJobs(): one queue's jobs, every column, oldest first (created_on, then
+    id), at most :limit. Filters, each only when asked for: ids (:ids), singleton_key
+    (:key), data containing :data (jsonb ``@>``), not yet active (``queued``). With
+    ``after``, the page starts past the (created_on, id) of the job :after, read in the
+    same statement; when that job is gone the page is empty, and the caller can tell
+    why from ``get_job``.
+
+    On 10.x the queue's jobs are its live rows and its archived ones (as ``get_job``
+    reads them), an archived copy of a live job left out."""
+    n = _names(caps, schema)
+    if caps.archive:
+        columns = ", ".join(sorted(caps.job_columns))
+        jobs = f"""(
+  SELECT {columns} FROM {n.s}.job WHERE name = :name
+  UNION ALL
+  SELECT {columns} FROM {n.s}.archive a WHERE a.name = :name
+    AND NOT EXISTS (SELECT 1 FROM {n.s}.job l WHERE l.name = a.name AND l.id = a.id)
+)"""
+    else:
+        jobs = f"{n.s}.job"
+    anchor = (
+        f"""WITH anchor AS (
+  SELECT a.created_on, a.id FROM {jobs} a WHERE a.name = :name AND a.id = CAST(:after AS uuid)
+)
+"""
+        if after
+        else ""
+    )
+    filters = [
+        "AND j.id = ANY(CAST(:ids AS uuid[]))" if by_ids else "",
+        "AND j.singleton_key = CAST(:key AS text)" if by_key else "",
+        "AND j.data @> CAST(:data AS jsonb)" if by_data else "",
+        "AND j.state < 'active'" if queued else "",
+        "AND j.created_on >= (SELECT created_on FROM anchor)\n"
+        "  AND (j.created_on, j.id) > (SELECT created_on, id FROM anchor)"
+        if after
+        else "",
+    ]
+    where = "".join(f"\n  {f}" for f in filters if f)
+    return f"""
+{anchor}SELECT {_job_details(caps)}
+FROM {jobs} j
+WHERE j.name = :name{where}
+ORDER BY j.created_on, j.id
+LIMIT :limit
+"""
