@@ -36,7 +36,7 @@ usage() {
 
 # --- the functions ------------------------------------------------------------------------
 # Deploy order: drain and supervise before the Scheduler jobs that call them.
-FUNCTIONS=(health ready enqueue webhook drain supervise)
+FUNCTIONS=(health ready enqueue jobs webhook drain supervise)
 # Settings each function reads from Secret Manager; NAME? only when SECRET_NAME is set.
 # Each function has its own runtime account, which may read these secrets and no others.
 # drain authenticates the Scheduler by its OIDC token (settings below), so DRAIN_TOKEN
@@ -45,16 +45,17 @@ declare -A SECRETS_OF=(
     [health]=""
     [ready]="DATABASE_URL"
     [enqueue]="DATABASE_URL API_KEYS"
+    [jobs]="DATABASE_URL API_KEYS"
     [webhook]="DATABASE_URL WEBHOOK_SECRET"
     [drain]="DATABASE_URL DRAIN_LISTEN_DATABASE_URL? DRAIN_TOKEN?"
     [supervise]="DATABASE_URL DRAIN_TOKEN?"
 )
 # public: anyone may call it, and the function checks its own credential (API key,
-# webhook secret) or needs none (health, ready). private: Cloud Run lets through only
-# callers holding roles/run.invoker on it, which for drain and supervise is the
-# Scheduler's account.
-declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [webhook]=public [drain]=private
-    [supervise]=private)
+# for jobs enqueue's; webhook secret) or needs none (health, ready). private: Cloud Run
+# lets through only callers holding roles/run.invoker on it, which for drain and
+# supervise is the Scheduler's account.
+declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [jobs]=public [webhook]=public
+    [drain]=private [supervise]=private)
 # The private functions the Scheduler calls every minute, each through its own job.
 SCHEDULED=(drain supervise)
 # Settings that hold credentials: never accepted as plain APP_ values.
@@ -574,4 +575,4 @@ else
     note "  psql ${trigger_args[*]} -v routes=\"\$(cat ${routes_file:-ROUTES.json})\" -f deploy/supabase/webhook_triggers.sql \"\$ADMIN_DATABASE_URL\""
 fi
 
-note "done: $env_name; webhook $webhook_url; drain $drain_url and supervise $(function_url supervise) (every minute via ${conf[SCHEDULER_JOB]} and ${conf[SUPERVISE_SCHEDULER_JOB]})"
+note "done: $env_name; enqueue $(function_url enqueue) and jobs $(function_url jobs); webhook $webhook_url; drain $drain_url and supervise $(function_url supervise) (every minute via ${conf[SCHEDULER_JOB]} and ${conf[SUPERVISE_SCHEDULER_JOB]})"

@@ -1,8 +1,9 @@
-"""Write ``openapi.yaml``: the HTTP contract of ``enqueue`` and ``webhook``, from the code's own models.
+"""Write ``openapi.yaml``: the HTTP contract of ``enqueue``, ``webhook`` and ``jobs``, from the code's own models.
 
 Request and answer schemas come from the pydantic models in ``shared.intake`` (and
-pg-boss's ``SendOptions``), so the document cannot drift from what the functions
-accept; ``tests/intake/test_openapi.py`` fails when the committed file is stale.
+pg-boss's ``SendOptions``) and ``shared.job_status`` (``jobs``'s query parameters and
+answers), so the document cannot drift from what the functions accept;
+``tests/intake/test_openapi.py`` fails when the committed file is stale.
 
     .venv/bin/python scripts/generate_openapi.py          # rewrite openapi.yaml
     .venv/bin/python scripts/generate_openapi.py --check  # exit 1 if it is stale
@@ -20,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared import intake  # noqa: E402
+from shared import intake, job_status  # noqa: E402
 
 OUTPUT = ROOT / "openapi.yaml"
 REF = "#/components/schemas/{model}"
@@ -33,16 +34,18 @@ ANSWERS = (
     intake.Accepted,
     intake.Ignored,
     intake.ErrorBody,
+    job_status.JobStatus,
+    job_status.JobPage,
 )
 
 DESCRIPTION = """\
-Job intake for the queue that this package shares with the Node.js app (pg-boss 12 on
-PostgreSQL). Each function is deployed on its own; the paths below are its name, as
+Job intake, and the jobs' state and results, for the queue that this package shares
+with the Node.js app (pg-boss 12 on PostgreSQL). Each function is deployed on its own; the paths below are its name, as
 in Cloud Functions' `https://REGION-PROJECT.cloudfunctions.net/NAME` URLs (on a
 Cloud Run URL the function answers at `/`).
 
 Every refusal is a JSON `Error` and writes nothing. Credentials are checked before
-the body is parsed, so a request without valid credentials is a 401 whatever JSON it
+the body (or query) is parsed, so a request without valid credentials is a 401 whatever it
 carries (only a signed webhook delivery has its body read first, to check the
 signature, and may see 413 or 415 before that). 500 only ever means a fault of the
 deployment (for example a missing setting), never something the client sent.
@@ -81,6 +84,18 @@ most {intake.MAX_KEY_BYTES} bytes (pg-boss indexes them). Ids in one batch must 
 queue must exist (404) unless
 the deployment sets `CREATE_MISSING_QUEUES`, in which case it is created with
 pg-boss's defaults.
+"""
+
+
+JOBS_DESCRIPTION = """\
+Read jobs as pg-boss's `getJobById` and `findJobs` give them to Node, with the key
+used for `enqueue`. With `id`: that job (`JobStatus`), or 404. Without: the queue's
+jobs matching every filter given, oldest first (`createdOn`, then `id`), at most
+`limit`; `next` is the last job's id when the page is full, to pass as `after`.
+
+A job stays readable until pg-boss's retention deletes it (`deleteAfterSeconds` after
+it finished, or at `keepUntil` while still queued); there is no archive, so a deleted
+job is a 404. Timestamps are ISO-8601 in UTC, to the microsecond.
 """
 
 
@@ -125,6 +140,53 @@ def _refusals(*, not_found: str | None, max_body: str) -> dict[str, Any]:
     }
     if not_found:
         responses["404"] = _error(not_found)
+    return dict(sorted(responses.items()))
+
+
+def _query_parameters(model: type[job_status.JobsQuery]) -> list[dict[str, Any]]:
+    """One query parameter per field of the model, with the field's own schema.
+
+    Optional fields lose their ``null`` branch (a query cannot send one); a list is
+    comma-separated (form style, not exploded); an object travels as JSON text.
+    """
+    schema = model.model_json_schema(by_alias=True, ref_template=REF)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        description = field.pop("description", None)
+        field.pop("title", None)
+        branches = [branch for branch in field.pop("anyOf", ()) if branch.get("type") != "null"]
+        if branches:
+            [only] = branches
+            field.update(only)
+        if field.get("default", 0) is None:
+            del field["default"]
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if description:
+            parameter["description"] = description
+        if field.get("type") == "object":
+            parameter["content"] = _json(field)
+        else:
+            parameter["schema"] = field
+            if field.get("type") == "array":
+                parameter.update(style="form", explode=False)
+        parameters.append(parameter)
+    return parameters
+
+
+def _read_refusals() -> dict[str, Any]:
+    """What a GET with a query can be refused with: no body, so no 400, 413 or 415."""
+    body_refusals = _refusals(not_found="The queue, or the job in it, does not exist.", max_body="")
+    responses = {status: body_refusals[status] for status in ("401", "404", "503")}
+    responses["405"] = {
+        **_error("Only GET is allowed."),
+        "headers": {"Allow": {"schema": {"type": "string", "const": "GET"}}},
+    }
+    responses["422"] = _error(
+        "A query parameter is not valid, unknown or repeated, or `id` came with list parameters; "
+        '`errors` names each with its `loc`, e.g. `["query", "id"]`.'
+    )
     return dict(sorted(responses.items()))
 
 
@@ -182,6 +244,23 @@ def build() -> dict[str, Any]:
                             not_found="A queue (or dead-letter queue) named does not exist; nothing was written.",
                             max_body="ENQUEUE_MAX_BODY_BYTES",
                         ),
+                    },
+                }
+            },
+            "/jobs": {
+                "get": {
+                    "operationId": "jobs",
+                    "summary": "Read a job's state and result, or list a queue's jobs",
+                    "description": JOBS_DESCRIPTION,
+                    "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
+                    "parameters": _query_parameters(job_status.JobsQuery),
+                    "responses": {
+                        "200": {
+                            "description": "The job (with `id`), or a page of jobs.",
+                            "content": _json({"oneOf": [_ref(job_status.JobStatus), _ref(job_status.JobPage)]}),
+                            "headers": {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}},
+                        },
+                        **_read_refusals(),
                     },
                 }
             },

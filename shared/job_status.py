@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from werkzeug.datastructures import MultiDict
 
-from shared.errors import InvalidRequest, field_errors
+from shared.errors import InvalidRequest, MalformedRequest, field_errors
 from shared.intake import MAX_KEY_BYTES, check_json, invalid
 from shared.pgboss.client import FIND_JOBS_LIMIT, FIND_JOBS_MAX_LIMIT, PgBoss
 from shared.pgboss.errors import JobNotFound, QueueNotFound
@@ -113,11 +113,14 @@ def parse_query(args: MultiDict[str, str]) -> JobsQuery:
 
 
 def _check_text(value: Any, loc: list[str | int]) -> None:
-    """``check_json``'s refusals (NUL, surrogates: PostgreSQL stores neither) at ``loc``."""
+    """``check_json``'s refusals (NUL, surrogates: PostgreSQL stores neither; nesting too
+    deep, numbers out of range) at ``loc``: a query has no body to be malformed."""
     try:
         check_json(value)
     except InvalidRequest as refused:
         raise invalid([{**error, "loc": [*loc, *error["loc"]]} for error in refused.errors]) from None
+    except MalformedRequest as refused:
+        raise invalid([{"loc": loc, "msg": refused.message, "type": "value_error"}]) from None
 
 
 def _error(name: str, msg: str, kind: str) -> dict[str, Any]:
@@ -127,10 +130,10 @@ def _error(name: str, msg: str, kind: str) -> dict[str, Any]:
 # --- the answers ------------------------------------------------------------------
 
 
-class JobOut(BaseModel):
+class JobStatus(BaseModel):
     """One job as pg-boss's ``getJobById`` returns it in Node, field for field."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, title="JobStatus")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     id: str
     name: str
@@ -169,7 +172,7 @@ class JobOut(BaseModel):
     source_root_id: str | None
 
     @classmethod
-    def of(cls, job: JobDetails) -> JobOut:
+    def of(cls, job: JobDetails) -> JobStatus:
         values: dict[str, Any] = {name: getattr(job, name) for name in cls.model_fields if hasattr(job, name)}
         values["expire_in_seconds"] = job.expire_seconds
         values["delete_after_seconds"] = job.deletion_seconds
@@ -184,7 +187,7 @@ class JobPage(BaseModel):
 
     model_config = ConfigDict(title="JobPage")
 
-    jobs: list[JobOut]
+    jobs: list[JobStatus]
     next: str | None = Field(description="The last job's id when the page is full (pass it as after=); else null.")
 
 
@@ -204,7 +207,7 @@ def read(boss: PgBoss, query: JobsQuery) -> Mapping[str, Any]:
                 raise QueueNotFound(query.queue)
             raise JobNotFound(query.queue, str(query.id))
         assert isinstance(job, JobDetails)
-        return JobOut.of(job).wire()
+        return JobStatus.of(job).wire()
     try:
         jobs = boss.find_jobs(
             query.queue,
@@ -218,6 +221,6 @@ def read(boss: PgBoss, query: JobsQuery) -> Mapping[str, Any]:
     except JobNotFound as gone:
         raise invalid([_error("after", f"{gone.message}; list again from the start", "job_not_found")]) from None
     full = len(jobs) == query.limit
-    return JobPage(jobs=[JobOut.of(job) for job in jobs], next=jobs[-1].id if full else None).model_dump(
+    return JobPage(jobs=[JobStatus.of(job) for job in jobs], next=jobs[-1].id if full else None).model_dump(
         mode="json", by_alias=True
     )

@@ -21,14 +21,25 @@ import pytest
 
 from shared.db import Database
 from tests.conftest import require_tool
-from tests.deploy.plan import ROOT, Command, Plan, run_deploy, settings_of
+from tests.deploy.plan import ROOT, Command, Plan, registered_functions, run_deploy, settings_of
 from tests.support.supabase import STAND_INS
 
 FAKE = Path(__file__).with_name("fake_gcloud.py")
 DEV = settings_of("dev")
 ACCOUNTS = [
     f"processing-{name}@{DEV['PROJECT_ID']}.iam.gserviceaccount.com"
-    for name in ("health", "ready", "enqueue", "webhook", "drain", "supervise", "scheduler", "deployer", "build")
+    for name in (
+        "health",
+        "ready",
+        "enqueue",
+        "jobs",
+        "webhook",
+        "drain",
+        "supervise",
+        "scheduler",
+        "deployer",
+        "build",
+    )
 ]
 PASSWORD = "pw-that-must-never-be-printed"
 
@@ -110,7 +121,7 @@ def test_first_deploy_creates_everything(deploy, target) -> None:
 
     created = [c.words[4] for c in run.gcloud("gcloud", "iam", "service-accounts", "create")]
     assert created == [a.split("@")[0] for a in ACCOUNTS]
-    assert len(run.gcloud("gcloud", "functions", "deploy")) == 6
+    assert len(run.gcloud("gcloud", "functions", "deploy")) == len(registered_functions())
     assert run.gcloud("gcloud", "scheduler", "jobs", "update") == []
     jobs = run.gcloud("gcloud", "scheduler", "jobs", "create", "http")
     assert len(jobs) == 2 and all(job.flag("--oidc-token-audience") == job.flag("--uri") for job in jobs)
@@ -157,7 +168,7 @@ def test_a_first_deploy_waits_for_iam_to_know_its_new_accounts(deploy) -> None:
     assert run.returncode == 0, run.stderr
     assert "IAM may still be propagating" in run.stdout
     deploys = run.gcloud("gcloud", "functions", "deploy")
-    assert len(deploys) == 6 * 3, "each of the six deploys names its new runtime and build accounts"
+    assert len(deploys) == len(registered_functions()) * 3, "each deploy names its new runtime and build accounts"
     for prefix in [("projects", "add-iam-policy-binding"), ("secrets", "add-iam-policy-binding")]:
         calls = run.gcloud("gcloud", *prefix)
         assert calls and all(calls.count(c) == 3 for c in calls), prefix

@@ -34,6 +34,8 @@ NEEDED_SECRETS = {
     "health": set(),
     "ready": {"DATABASE_URL"},
     "enqueue": {"DATABASE_URL", "API_KEYS"},
+    # jobs reads what enqueue wrote, for the same callers.
+    "jobs": {"DATABASE_URL", "API_KEYS"},
     "webhook": {"DATABASE_URL", "WEBHOOK_SECRET"},
     "drain": {"DATABASE_URL"},
     "supervise": {"DATABASE_URL"},

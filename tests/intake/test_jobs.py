@@ -268,6 +268,8 @@ def test_credentials_are_checked_before_the_query(client, node) -> None:
         ({"queue": QUEUE, "data": "{not json"}, ["query", "data"]),
         ({"queue": QUEUE, "data": "[1, 2]"}, ["query", "data"]),
         ({"queue": QUEUE, "data": '{"a": "\\u0000"}'}, ["query", "data", "a"]),
+        ({"queue": QUEUE, "data": '{"a": ' * 101 + "1" + "}" * 101}, ["query", "data"]),
+        ({"queue": QUEUE, "data": '{"a": 1e999}'}, ["query", "data"]),
         ({"queue": QUEUE, "singletonKey": "a\x00b"}, ["query", "singletonKey"]),
         ({"queue": QUEUE, "singletonKey": "k" * 1025}, ["query", "singletonKey"]),
         ({"queue": QUEUE, "singleton_key": "k"}, ["query", "singleton_key"]),

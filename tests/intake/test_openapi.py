@@ -5,7 +5,8 @@ from __future__ import annotations
 import yaml
 
 from scripts import generate_openapi
-from shared import intake
+from shared import intake, job_status
+from shared.pgboss.client import FIND_JOBS_MAX_LIMIT
 from shared.pgboss.models import SendOptions
 
 DOCUMENT = generate_openapi.OUTPUT
@@ -35,4 +36,28 @@ def test_every_status_the_functions_answer_is_documented() -> None:
     refusals = {"400", "401", "404", "405", "413", "415", "422", "503"}
     assert set(paths["/enqueue"]["post"]["responses"]) == {"200", "201"} | refusals
     assert set(paths["/webhook"]["post"]["responses"]) == {"200", "202"} | refusals
+    assert set(paths["/jobs"]["get"]["responses"]) == {"200", "401", "404", "405", "422", "503"}
+
+
+def test_jobs_parameters_are_the_query_models_fields() -> None:
+    parameters = {p["name"]: p for p in committed()["paths"]["/jobs"]["get"]["parameters"]}
+    fields = job_status.JobsQuery.model_fields
+    assert set(parameters) == {field.alias or name for name, field in fields.items()}
+    assert [name for name, p in parameters.items() if p["required"]] == ["queue"]
+    assert parameters["ids"]["style"] == "form" and parameters["ids"]["explode"] is False
+    assert parameters["data"]["content"]["application/json"]["schema"]["type"] == "object"
+    assert parameters["limit"]["schema"]["maximum"] == FIND_JOBS_MAX_LIMIT
+
+
+def test_the_job_answer_has_every_field_node_returns() -> None:
+    """The fields of pg-boss 12.38's getJobById (its JOB_COLUMNS_ALL aliases)."""
+    properties = committed()["components"]["schemas"]["JobStatus"]["properties"]
+    node_fields = {
+        "id", "name", "data", "retryCount", "expireInSeconds", "heartbeatSeconds", "groupId", "groupTier",
+        "policy", "state", "priority", "retryLimit", "retryDelay", "retryBackoff", "retryDelayMax",
+        "startAfter", "startedOn", "singletonKey", "singletonOn", "deleteAfterSeconds", "heartbeatOn",
+        "createdOn", "completedOn", "keepUntil", "deadLetter", "blocked", "blocking", "pendingDependencies",
+        "output", "sourceName", "sourceId", "sourceCreatedOn", "sourceRetryCount", "sourceOutput", "sourceRootId",
+    }  # fmt: skip
+    assert set(properties) == node_fields
     assert committed()["openapi"] == "3.1.0"

@@ -19,12 +19,12 @@ import threading
 import uuid
 from typing import Any
 
-from main import drain, enqueue, health, ready, webhook
+from main import drain, enqueue, health, jobs, ready, webhook
 from shared.db import Database
 from shared.handlers import HANDLERS, sleep
 from shared.pgboss.models import Job
 
-__all__ = ["drain", "enqueue", "health", "ready", "webhook"]
+__all__ = ["drain", "enqueue", "health", "jobs", "ready", "webhook"]
 
 QUEUE = "reliability-work"
 RETRY_LIMIT = 4

@@ -1,4 +1,4 @@
-"""Schema-driven and property-based fuzzing of enqueue and webhook over HTTP.
+"""Schema-driven and property-based fuzzing of enqueue, webhook and jobs over HTTP.
 
 schemathesis turns ``openapi.yaml`` into request strategies, valid (positive) and
 deliberately invalid (negative), with and without credentials; hypothesis adds raw
@@ -25,7 +25,7 @@ from tests.conftest import ROOT, SCHEMA
 from tests.reliability.support import HOOK, KEY, add_figures, size
 
 DOCUMENT = schemathesis.openapi.from_path(str(ROOT / "openapi.yaml"))
-CREDENTIALS = {"enqueue": KEY, "webhook": HOOK}
+CREDENTIALS = {"enqueue": KEY, "jobs": KEY, "webhook": HOOK}
 TIMEOUT = 10
 
 
@@ -58,10 +58,10 @@ def examples(short: int, soak: int) -> Any:
     )
 
 
-@pytest.mark.parametrize("target", ["enqueue", "webhook"])
-def test_openapi_driven_requests_get_no_5xx_and_refusals_write_nothing(serve, db, target) -> None:
+@pytest.mark.parametrize(("target", "method"), [("enqueue", "POST"), ("webhook", "POST"), ("jobs", "GET")])
+def test_openapi_driven_requests_get_no_5xx_and_refusals_write_nothing(serve, db, target, method) -> None:
     server = serve(target)
-    operation = DOCUMENT[f"/{target}"]["POST"]
+    operation = DOCUMENT[f"/{target}"][method]
     credentials = CREDENTIALS[target]
     strategy = st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE, headers=credentials),

@@ -7,7 +7,8 @@ completes, our client fails a job into retry and then into its dead letter queue
 which Node works; Node fails a job that our client then retries and completes; an
 expired job goes back to retry; cancel, resume, delete and manual retry; a queue with
 its own partition and a policy takes a batch insert, touch, fail and complete; an
-option the schema lacks is refused with nothing written. Where the release has ``pg-boss doctor`` it must
+option the schema lacks is refused with nothing written; every job reads through ``jobs``
+as that release's ``getJobById`` returns it. Where the release has ``pg-boss doctor`` it must
 find no drift afterwards. A release whose schema this package does not support would
 have to be refused with the supported range named.
 
@@ -25,12 +26,14 @@ from typing import Any
 import pytest
 
 from shared.db import Database
+from shared.job_status import JobStatus
 from shared.pgboss.capabilities import NEWEST_SCHEMA, OLDEST_SCHEMA, SUPPORTED_SCHEMA_VERSIONS
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import OptionNotSupported, UnsupportedSchemaVersion
 from shared.pgboss.models import JobRequest, JobState, QueueOptions, SendOptions
 from tests.conftest import ADMIN_URL, RUN, url_for
 from tests.support import releases
+from tests.support.job_fields import differences
 from tests.support.node_boss import NodeBoss
 from tests.versions.conftest import TIMINGS
 
@@ -165,6 +168,17 @@ def _scenario(boss: PgBoss, node: NodeBoss, db: Database) -> None:
     assert boss.retry("py", [failing]) == 1 and _state(db, "py", failing) == "retry"
     counts = {queue.name: queue.counts for queue in boss.get_queues()}
     assert counts["own"] is not None and counts["own"].total == 3
+
+    # jobs answers each job as this release's getJobById returns it, and lists every
+    # queue in the order of the table.
+    for queue in ("py", "node", "dead", "own"):
+        listed = boss.find_jobs(queue, limit=1000)
+        in_table = db.run(
+            f"SELECT id::text AS id FROM {SCHEMA}.job WHERE name = :name ORDER BY created_on, id", {"name": queue}
+        )
+        assert [job.id for job in listed] == [row["id"] for row in in_table] != []
+        for job in listed:
+            assert differences(JobStatus.of(job).wire(), node.call("getJobById", queue, job.id)) == []
 
     # An option the schema lacks is refused by name, and nothing is written.
     if not caps.groups:
