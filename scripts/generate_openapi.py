@@ -94,8 +94,9 @@ jobs matching every filter given, oldest first (`createdOn`, then `id`), at most
 `limit`; `next` is the last job's id when the page is full, to pass as `after`.
 
 A job stays readable until pg-boss's retention deletes it (`deleteAfterSeconds` after
-it finished, or at `keepUntil` while still queued); there is no archive, so a deleted
-job is a 404. Timestamps are ISO-8601 in UTC, to the microsecond.
+it finished, or at `keepUntil` while still queued; on pg-boss 10.x, which moves finished
+jobs to its archive, until it drops them from there); a deleted job is a 404.
+Timestamps are ISO-8601 in UTC, to the microsecond.
 """
 
 

@@ -6,7 +6,8 @@ repeated parameters, an id that is not a uuid, a limit out of range are a 422 na
 the parameter (``loc`` ``["query", NAME]``), and nothing reaches PostgreSQL in a form it
 would refuse. A job answers under the names ``getJobById`` uses in Node (``retryCount``,
 ``startedOn``, ``output``, ...), so a service can read the same job from either side;
-timestamps are ISO-8601 in UTC, to the microsecond PostgreSQL keeps.
+timestamps are ISO-8601 in UTC, to the microsecond PostgreSQL keeps. On pg-boss 10.x a
+finished job moves to the ``archive`` table; it is read from there the same way.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class JobStatus(BaseModel):
     policy: str | None
     singleton_key: str | None
     singleton_on: datetime | None
-    delete_after_seconds: int
+    delete_after_seconds: int | None = Field(description="null on pg-boss 10.x, which has no such setting.")
     dead_letter: str | None
     start_after: datetime
     started_on: datetime | None

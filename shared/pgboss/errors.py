@@ -50,14 +50,14 @@ class QueueNotFound(NotFound):
 
 class JobNotFound(NotFound):
     """No job with this id in the named queue: never sent there, or deleted since
-    (pg-boss deletes finished jobs once their retention ends)."""
+    (pg-boss deletes finished jobs once their retention ends; 10.x from its archive)."""
 
     code = "job_not_found"
 
     def __init__(self, queue: str, job_id: str) -> None:
         self.queue = queue
         self.job_id = job_id
-        super().__init__(f"job {job_id} does not exist in queue {queue!r}")
+        super().__init__(f"job {job_id} does not exist in queue {echo(queue)}")
 
 
 class InvalidQueue(Refused):

@@ -6,7 +6,8 @@ not enough: here each client runs one scenario in its own queue namespace of the
 database, and the two runs' rows must agree (``tests.interop.rows`` normalizes ids and
 times). The scenario creates queues with 10.x's options, sends with every send option
 10.x has, fails a job into retry and then into its dead letter queue, and expires a
-claim. Then a job 10.x's supervisor archived is still found and deleted by our client.
+claim. Then a job 10.x's supervisor archived is still found, listed (as ``jobs`` reads
+it) and deleted by our client.
 Run for the family's oldest release (schema 21, fail by UPDATE in Node) and its newest
 (24).
 """
@@ -23,12 +24,14 @@ import pg8000.native
 import pytest
 
 from shared.db import Database
+from shared.job_status import JobStatus
 from shared.pgboss.client import PgBoss
 from shared.pgboss.errors import OptionNotSupported, QueueNotFound
 from shared.pgboss.models import JobState, Queue, QueueOptions, SendOptions
 from tests.conftest import SCHEMA, create_database, url_for
 from tests.interop.rows import age, database_clock, differences, normalize, raw_rows, start_after_epoch
 from tests.support import releases
+from tests.support.job_fields import differences as job_differences
 from tests.support.node_boss import NodeBoss
 
 ERROR = {"message": "boom"}
@@ -165,9 +168,14 @@ def test_archived_jobs_are_found_and_deleted(family: Family) -> None:
         assert db.run(f"SELECT count(*) AS n FROM {SCHEMA}.job WHERE name = 'q'")[0]["n"] == 0
         archived = boss.get_job("q", done, include_metadata=True)
         assert archived is not None and (archived.state, archived.output) == (JobState.COMPLETED, {"ok": True})
-        assert node.call("getJobById", "q", done, {"includeArchive": True})["output"] == {"ok": True}
+        from_node = node.call("getJobById", "q", done, {"includeArchive": True})
+        assert from_node["output"] == {"ok": True}
+        # jobs lists and reads it from the archive as 10.x's getJobById does.
+        [listed] = boss.find_jobs("q")
+        assert listed.id == done and job_differences(JobStatus.of(listed).wire(), from_node) == []
+        assert [job.id for job in boss.find_jobs("q", ids=[done], data={"n": 1})] == [done]
         assert boss.delete_jobs("q", [done]) == 1
-        assert boss.get_job("q", done) is None
+        assert boss.get_job("q", done) is None and boss.find_jobs("q") == []
         # A job retried long after it failed stays in the queue through 10.x's archive pass.
         boss.create_queue("once", QueueOptions(retry_limit=0))
         failed = boss.send("once", {"n": 2})
