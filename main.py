@@ -18,25 +18,28 @@ from werkzeug.exceptions import HTTPException
 import functions.drain
 import functions.enqueue
 import functions.jobs
+import functions.schedules
 import functions.webhook
 from functions.drain import drain
 from functions.enqueue import enqueue
 from functions.health import health
 from functions.jobs import jobs
 from functions.ready import ready
+from functions.schedules import schedules
 from functions.supervise import supervise
 from functions.webhook import webhook
 from shared import http, instance, log
 from shared.config import Settings
 from shared.errors import ConfigError
 
-__all__ = ["drain", "enqueue", "health", "jobs", "ready", "supervise", "webhook"]
+__all__ = ["drain", "enqueue", "health", "jobs", "ready", "schedules", "supervise", "webhook"]
 
 # What each function cannot work without; the others need nothing beyond valid settings.
 STARTUP_CHECKS: dict[str, Callable[[Settings], None]] = {
     "drain": functions.drain.check_settings,
     "enqueue": functions.enqueue.check_settings,
     "jobs": functions.jobs.check_settings,
+    "schedules": functions.schedules.check_settings,
     # supervise accepts exactly drain's callers.
     "supervise": functions.drain.check_settings,
     "webhook": functions.webhook.check_settings,

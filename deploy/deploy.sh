@@ -36,7 +36,7 @@ usage() {
 
 # --- the functions ------------------------------------------------------------------------
 # Deploy order: drain and supervise before the Scheduler jobs that call them.
-FUNCTIONS=(health ready enqueue jobs webhook drain supervise)
+FUNCTIONS=(health ready enqueue jobs schedules webhook drain supervise)
 # Settings each function reads from Secret Manager; NAME? only when SECRET_NAME is set.
 # Each function has its own runtime account, which may read these secrets and no others.
 # drain authenticates the Scheduler by its OIDC token (settings below), so DRAIN_TOKEN
@@ -46,16 +46,17 @@ declare -A SECRETS_OF=(
     [ready]="DATABASE_URL"
     [enqueue]="DATABASE_URL API_KEYS"
     [jobs]="DATABASE_URL API_KEYS"
+    [schedules]="DATABASE_URL API_KEYS"
     [webhook]="DATABASE_URL WEBHOOK_SECRET"
     [drain]="DATABASE_URL DRAIN_LISTEN_DATABASE_URL? DRAIN_TOKEN?"
     [supervise]="DATABASE_URL DRAIN_TOKEN?"
 )
 # public: anyone may call it, and the function checks its own credential (API key,
-# for jobs enqueue's; webhook secret) or needs none (health, ready). private: Cloud Run
-# lets through only callers holding roles/run.invoker on it, which for drain and
-# supervise is the Scheduler's account.
-declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [jobs]=public [webhook]=public
-    [drain]=private [supervise]=private)
+# for jobs and schedules enqueue's; webhook secret) or needs none (health, ready).
+# private: Cloud Run lets through only callers holding roles/run.invoker on it, which
+# for drain and supervise is the Scheduler's account.
+declare -A ACCESS_OF=([health]=public [ready]=public [enqueue]=public [jobs]=public [schedules]=public
+    [webhook]=public [drain]=private [supervise]=private)
 # The private functions the Scheduler calls every minute, each through its own job.
 SCHEDULED=(drain supervise)
 # Settings that hold credentials: never accepted as plain APP_ values.

@@ -1,9 +1,9 @@
-"""Write ``openapi.yaml``: the HTTP contract of ``enqueue``, ``webhook`` and ``jobs``, from the code's own models.
+"""Write ``openapi.yaml``: the HTTP contract of ``enqueue``, ``webhook``, ``jobs`` and ``schedules``.
 
 Request and answer schemas come from the pydantic models in ``shared.intake`` (and
-pg-boss's ``SendOptions``) and ``shared.job_status`` (``jobs``'s query parameters and
-answers), so the document cannot drift from what the functions accept;
-``tests/intake/test_openapi.py`` fails when the committed file is stale.
+pg-boss's ``SendOptions``), ``shared.job_status`` (``jobs``'s query parameters and
+answers) and ``shared.scheduling``, so the document cannot drift from what the functions
+accept; ``tests/intake/test_openapi.py`` fails when the committed file is stale.
 
     .venv/bin/python scripts/generate_openapi.py          # rewrite openapi.yaml
     .venv/bin/python scripts/generate_openapi.py --check  # exit 1 if it is stale
@@ -21,12 +21,12 @@ from pydantic.json_schema import models_json_schema
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared import intake, job_status  # noqa: E402
+from shared import intake, job_status, scheduling  # noqa: E402
 
 OUTPUT = ROOT / "openapi.yaml"
 REF = "#/components/schemas/{model}"
 
-REQUESTS = (intake.JobIn, intake.BatchIn, intake.DatabaseEvent)
+REQUESTS = (intake.JobIn, intake.BatchIn, intake.DatabaseEvent, scheduling.ScheduleIn)
 ANSWERS = (
     intake.Created,
     intake.Deduplicated,
@@ -36,6 +36,9 @@ ANSWERS = (
     intake.ErrorBody,
     job_status.JobStatus,
     job_status.JobPage,
+    scheduling.ScheduleOut,
+    scheduling.ScheduleList,
+    scheduling.Removed,
 )
 
 DESCRIPTION = """\
@@ -84,6 +87,14 @@ most {intake.MAX_KEY_BYTES} bytes (pg-boss indexes them). Ids in one batch must 
 queue must exist (404) unless
 the deployment sets `CREATE_MISSING_QUEUES`, in which case it is created with
 pg-boss's defaults.
+"""
+
+SCHEDULES_DESCRIPTION = """\
+pg-boss's cron schedules, for the callers of `enqueue` (the same keys). A schedule
+sends one job to its queue at every occurrence of its cron expression or RFC 5545 rule,
+read in its time zone; the rows are pg-boss's own, so a Node instance with
+`schedule: true` fires what is written here, the `supervise` function fires what Node's
+`schedule()` writes, and each occurrence is sent once whichever runs.
 """
 
 
@@ -191,6 +202,29 @@ def _read_refusals() -> dict[str, Any]:
     return dict(sorted(responses.items()))
 
 
+def _schedules_refusals(method: str) -> dict[str, Any]:
+    """What each method of ``schedules`` can be refused with; a query has no body to refuse."""
+    responses = _refusals(
+        not_found="The queue does not exist." if method == "post" else "There is no such schedule.",
+        max_body="ENQUEUE_MAX_BODY_BYTES",
+    )
+    responses["405"] = {
+        **_error("Only GET, POST and DELETE are allowed."),
+        "headers": {"Allow": {"schema": {"type": "string", "const": "GET, POST, DELETE"}}},
+    }
+    if method != "post":
+        responses["422"] = _error(
+            'A query parameter is unknown, repeated or missing; `errors` names it, e.g. `["query", "name"]`.'
+        )
+        kept = ("401", "405", "422", "503") + (("404",) if method == "delete" else ())
+        responses = {status: responses[status] for status in kept}
+    return dict(sorted(responses.items()))
+
+
+def _query_parameter(name: str, description: str, *, required: bool) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": {"type": "string"}}
+
+
 def build() -> dict[str, Any]:
     _, top = models_json_schema(
         [(model, "validation") for model in REQUESTS] + [(model, "serialization") for model in ANSWERS],
@@ -264,6 +298,47 @@ def build() -> dict[str, Any]:
                         **_read_refusals(),
                     },
                 }
+            },
+            "/schedules": {
+                "get": {
+                    "operationId": "listSchedules",
+                    "summary": "List schedules, Node's among them",
+                    "description": SCHEDULES_DESCRIPTION,
+                    "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
+                    "parameters": [_query_parameter("name", "Only this queue's schedules.", required=False)],
+                    "responses": {
+                        "200": {"description": "By queue, then key.", "content": _json(_ref(scheduling.ScheduleList))},
+                        **_schedules_refusals("get"),
+                    },
+                },
+                "post": {
+                    "operationId": "schedule",
+                    "summary": "Create a schedule, or replace the one with the same name and key",
+                    "description": SCHEDULES_DESCRIPTION,
+                    "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
+                    "requestBody": {"required": True, "content": _json(_ref(scheduling.ScheduleIn))},
+                    "responses": {
+                        "200": {
+                            "description": "The schedule as stored.",
+                            "content": _json(_ref(scheduling.ScheduleOut)),
+                        },
+                        **_schedules_refusals("post"),
+                    },
+                },
+                "delete": {
+                    "operationId": "unschedule",
+                    "summary": "Remove a schedule",
+                    "description": SCHEDULES_DESCRIPTION,
+                    "security": [{"apiKeyBearer": []}, {"apiKeyHeader": []}],
+                    "parameters": [
+                        _query_parameter("name", "The schedule's queue.", required=True),
+                        _query_parameter("key", "The schedule's key (empty when not given).", required=False),
+                    ],
+                    "responses": {
+                        "200": {"description": "Removed.", "content": _json(_ref(scheduling.Removed))},
+                        **_schedules_refusals("delete"),
+                    },
+                },
             },
             "/webhook": {
                 "post": {

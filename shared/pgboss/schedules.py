@@ -84,10 +84,12 @@ class Schedules:
         )
         return bool(rows)
 
-    def list(self) -> list[Schedule]:
-        """Every schedule, by name and key."""
+    def list(self, name: str | None = None) -> list[Schedule]:
+        """Every schedule (of queue ``name``, when given), by name and key."""
         rows = self.boss.db.run(
-            supervision_sql.render(supervision_sql.GET_SCHEDULES, self.boss.schema), safe_to_retry=True
+            supervision_sql.render(supervision_sql.GET_SCHEDULES, self.boss.schema),
+            {"name": name},
+            safe_to_retry=True,
         )
         return [
             Schedule(

@@ -721,12 +721,14 @@ SELECT (SELECT count(*) FROM cleared)::int AS resolved,
 RESOLVE_FLOWS = _resolve_flows(moves_start_after=True)
 RESOLVE_FLOWS_KEEPING_START_AFTER = _resolve_flows(moves_start_after=False)
 
-# pg-boss 12.38 getSchedules(): every schedule, with the zone UTC when none is stored.
+# pg-boss 12.38 getSchedules(): every schedule (of queue :name, unless it is NULL), with
+# the zone UTC when none is stored.
 GET_SCHEDULES = """
 SELECT name, key, kind, cron, COALESCE(timezone, 'UTC') AS timezone,
   CAST(data AS text) AS data, CAST(options AS text) AS options,
   created_on, updated_on, CAST(last_job_id AS text) AS last_job_id
 FROM {schema}.schedule
+WHERE CAST(:name AS text) IS NULL OR name = :name
 ORDER BY name, key
 """
 

@@ -373,7 +373,7 @@ class Supervisor:
         window_start = now - cron.OCCURRENCE_WINDOW
         occurrences: list[dict[str, Any]] = []
         relabelled: list[dict[str, str]] = []
-        for row in self._run(supervision_sql.GET_SCHEDULES):
+        for row in self._run(supervision_sql.GET_SCHEDULES, {"name": None}):
             summary.add("cron", "schedules")
             name, key, expression, tz = row["name"], row["key"], row["cron"], row["timezone"]
             options = json.loads(row["options"]) if row["options"] else {}

@@ -33,6 +33,7 @@ ACCOUNTS = [
         "ready",
         "enqueue",
         "jobs",
+        "schedules",
         "webhook",
         "drain",
         "supervise",

@@ -36,6 +36,8 @@ NEEDED_SECRETS = {
     "enqueue": {"DATABASE_URL", "API_KEYS"},
     # jobs reads what enqueue wrote, for the same callers.
     "jobs": {"DATABASE_URL", "API_KEYS"},
+    # schedules takes enqueue's callers.
+    "schedules": {"DATABASE_URL", "API_KEYS"},
     "webhook": {"DATABASE_URL", "WEBHOOK_SECRET"},
     "drain": {"DATABASE_URL"},
     "supervise": {"DATABASE_URL"},

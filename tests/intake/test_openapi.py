@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from scripts import generate_openapi
-from shared import intake, job_status
+from shared import intake, job_status, scheduling
 from shared.pgboss.client import FIND_JOBS_MAX_LIMIT
 from shared.pgboss.models import SendOptions
 
@@ -25,7 +25,7 @@ def test_committed_document_is_current() -> None:
 def test_request_schemas_are_the_models_own() -> None:
     schemas = committed()["components"]["schemas"]
     ref = generate_openapi.REF
-    for model in (intake.JobIn, intake.BatchIn, intake.DatabaseEvent, SendOptions):
+    for model in (intake.JobIn, intake.BatchIn, intake.DatabaseEvent, scheduling.ScheduleIn, SendOptions):
         own = model.model_json_schema(by_alias=True, ref_template=ref)
         own.pop("$defs", None)
         assert schemas[model.__name__] == own, model.__name__
@@ -37,6 +37,10 @@ def test_every_status_the_functions_answer_is_documented() -> None:
     assert set(paths["/enqueue"]["post"]["responses"]) == {"200", "201"} | refusals
     assert set(paths["/webhook"]["post"]["responses"]) == {"200", "202"} | refusals
     assert set(paths["/jobs"]["get"]["responses"]) == {"200", "401", "404", "405", "422", "503"}
+    schedules = paths["/schedules"]
+    assert set(schedules["post"]["responses"]) == {"200"} | refusals
+    assert set(schedules["get"]["responses"]) == {"200", "401", "405", "422", "503"}
+    assert set(schedules["delete"]["responses"]) == {"200", "401", "404", "405", "422", "503"}
 
 
 def test_jobs_parameters_are_the_query_models_fields() -> None:
