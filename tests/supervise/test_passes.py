@@ -142,7 +142,9 @@ def test_flow_children_are_released_once_their_parents_complete(
     assert blocked == {"needs-a": (False, 0), "needs-a-and-b": (True, 1)}
     moved = {row["data"]["tag"]: row["start_after"] > 3000 for row in run.theirs if row["name"] == "next"}
     assert moved == {"needs-a": boss.schema_version() >= 46, "needs-a-and-b": False}
-    run.assert_same()
+    # A moved start_after is each run's own release time, which a loaded machine can put
+    # seconds apart; the difference that matters is an hour.
+    run.assert_same(tolerances={"start_after": 60})
 
 
 @pytest.mark.since(46, "12.38's version of this pass")
