@@ -1,4 +1,5 @@
-"""Both functions served by ``functions-framework`` on 127.0.0.1, as Cloud Functions runs them.
+"""enqueue, webhook and jobs (which reads what they wrote) served by ``functions-framework``
+on 127.0.0.1, as Cloud Functions runs them.
 
 The test client skips the real server's handling of lengths, chunked bodies and
 header parsing; these tests go through it. Every refusal leaves the tables unchanged.
@@ -170,3 +171,27 @@ def test_one_log_line_per_request_with_the_outcome(enqueue) -> None:
     summary = (line["severity"], line["outcome"], line["status"], line["queues"])
     assert summary == ("INFO", "enqueued", 201, [QUEUE])
     assert API_KEY not in enqueue.output()
+
+
+@pytest.fixture(scope="module")
+def jobs(serve, enqueue) -> Server:
+    return serve("jobs", API_KEYS=f"{API_KEY},rotated-key-2")
+
+
+def test_a_job_enqueued_over_http_is_read_back_over_http(enqueue, jobs) -> None:
+    data = {"text": "é ☃ & = ? #", "n": 1}
+    created = enqueue.post({"name": QUEUE, "data": data, "options": {"singletonKey": "a key & more"}}, headers=KEY)
+    assert created.status_code == 201
+    job_id = created.json()["id"]
+
+    one = requests.get(jobs.url, params={"queue": QUEUE, "id": job_id}, headers=KEY, timeout=15)
+    assert one.status_code == 200 and one.headers["Cache-Control"] == "no-store"
+    assert (one.json()["id"], one.json()["data"], one.json()["state"]) == (job_id, data, "created")
+    # Query text is URL-decoded by the real server: keys and JSON with reserved characters.
+    query = {"queue": QUEUE, "singletonKey": "a key & more", "data": json.dumps({"text": data["text"]})}
+    listed = requests.get(jobs.url, params=query, headers={"X-API-Key": "rotated-key-2"}, timeout=15)
+    assert listed.status_code == 200 and [job["id"] for job in listed.json()["jobs"]] == [job_id]
+
+    missing = requests.get(jobs.url, params={"queue": QUEUE, "id": str(uuid.uuid4())}, headers=KEY, timeout=15)
+    assert (missing.status_code, missing.json()["error"]) == (404, "job_not_found")
+    assert requests.get(jobs.url, params={"queue": QUEUE, "id": job_id}, timeout=15).status_code == 401
