@@ -29,6 +29,7 @@ CODES = {
     "DuplicateJobId": ("duplicate_job_id", 422),
     "InternalQueue": ("internal_queue", 422),
     "OptionNotSupported": ("option_not_supported", 422),
+    "SchedulesNotSupported": ("schedules_not_supported", 422),
     "Unavailable": ("unavailable", 503),
     "DatabaseUnavailable": ("database_unavailable", 503),
     "SchemaNotReady": ("schema_not_ready", 503),

@@ -101,6 +101,16 @@ class InternalQueue(Refused):
         super().__init__(f"queue {echo(queue)} is internal to pg-boss and cannot be fetched from", queue=queue)
 
 
+class SchedulesNotSupported(Refused):
+    """Schedules are written only on schemas whose pg-boss schedule() they were proven against."""
+
+    code = "schedules_not_supported"
+    problem = "not_supported"
+
+    def __init__(self, version: int, supported: str) -> None:
+        super().__init__(f"schedules need pg-boss schema {supported}; this database has schema {version}")
+
+
 class OptionNotSupported(Refused):
     """An option the installed pg-boss schema does not have; refused, never dropped."""
 

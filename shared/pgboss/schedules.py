@@ -14,10 +14,13 @@ from typing import Any
 
 from shared.pgboss import cron, supervision_sql
 from shared.pgboss.client import PgBoss
-from shared.pgboss.errors import QueueNotFound
+from shared.pgboss.errors import QueueNotFound, SchedulesNotSupported
 from shared.pgboss.models import SendOptions, check_queue_name
 
 MISSED_POLICIES = ("skip", "once")
+# Schemas whose schedule() writes the rows this writes (kind, last_job_id), proven against
+# 12.35 (43) and 12.38 (46); the same as the cron pass's.
+SCHEDULE_SCHEMAS = (43, 46)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Schedules:
     def __init__(self, boss: PgBoss) -> None:
         self.boss = boss
 
+    def _check_schema(self) -> None:
+        version = self.boss.capabilities.schema_version
+        if version not in SCHEDULE_SCHEMAS:
+            raise SchedulesNotSupported(version, " or ".join(str(v) for v in SCHEDULE_SCHEMAS))
+
     def schedule(
         self,
         name: str,
@@ -55,6 +63,7 @@ class Schedules:
     ) -> None:
         """Create or replace the schedule ``(name, key)``; raises ``InvalidSchedule``/``QueueNotFound``."""
         check_queue_name(name)
+        self._check_schema()
         if missed is not None and missed not in MISSED_POLICIES:
             raise cron.InvalidSchedule(f"missed must be one of: {', '.join(MISSED_POLICIES)}")
         tz = tz or "UTC"
@@ -79,6 +88,7 @@ class Schedules:
 
     def unschedule(self, name: str, key: str = "") -> bool:
         """Remove the schedule; whether there was one."""
+        self._check_schema()
         rows = self.boss.db.run(
             supervision_sql.render(supervision_sql.DELETE_SCHEDULE, self.boss.schema), {"name": name, "key": key}
         )
@@ -86,6 +96,7 @@ class Schedules:
 
     def list(self, name: str | None = None) -> list[Schedule]:
         """Every schedule (of queue ``name``, when given), by name and key."""
+        self._check_schema()
         rows = self.boss.db.run(
             supervision_sql.render(supervision_sql.GET_SCHEDULES, self.boss.schema),
             {"name": name},

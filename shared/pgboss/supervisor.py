@@ -55,6 +55,9 @@ PROVEN_SCHEMAS: dict[str, frozenset[int]] = {name: frozenset({46}) for name in P
 # The flow resolver is the same statement from 12.22 (33) to 12.35 (43); 12.38 also moves
 # a released child's start_after.
 PROVEN_SCHEMAS["flows"] = frozenset(range(33, 44)) | {46}
+# 12.35's timekeeper (43) files and forwards occurrences as 12.38's does; 12.31-12.33
+# (41-42) file cron occurrences through singletonSeconds instead.
+PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["send_it"] = frozenset({43, 46})
 
 # pg-boss 12.38's sizes: queues per claim, expiry and flow batches, retention walks.
 QUEUE_CHUNK = 100

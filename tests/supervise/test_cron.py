@@ -19,10 +19,11 @@ from shared.pgboss import cron
 from shared.pgboss.client import PgBoss
 from shared.pgboss.schedules import Schedules
 from shared.pgboss.supervisor import Intervals
+from tests.conftest import node_package
 from tests.supervise.conftest import RunPasses
 from tests.support.node_boss import NodeBoss
 
-pytestmark = pytest.mark.since(46, "12.38's schedule table")
+pytestmark = pytest.mark.since(43, "12.35's timekeeper")
 
 EXPRESSIONS = [
     ("* * * * *", "UTC"),
@@ -87,6 +88,7 @@ def test_a_python_schedule_fires_from_node(database_url: str, boss: PgBoss, db: 
     with NodeBoss(
         database_url,
         "pgboss",
+        package_dir=node_package(),
         supervise=False,
         schedule=True,
         migrate=False,

@@ -18,7 +18,7 @@ from shared.db import Database
 from tests.conftest import API_KEY, DRAIN_TOKEN, node_package
 from tests.support.node_boss import NodeBoss
 
-pytestmark = pytest.mark.since(46, "12.38's schedule table")
+pytestmark = pytest.mark.since(43, "12.35's timekeeper")
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -154,3 +154,16 @@ def test_bad_queries_are_refused(client: FlaskClient) -> None:
     assert twice.status_code == 422 and twice.get_json()["errors"][0]["loc"] == ["query", "name"]
     nameless = client.delete("/?key=k", headers=KEY)
     assert nameless.status_code == 422 and nameless.get_json()["errors"][0]["loc"] == ["query", "name"]
+
+
+@pytest.mark.since(46, "schema 46 to lower the version of")
+def test_a_schema_schedules_were_not_proven_on_is_refused(client: FlaskClient, db: Database) -> None:
+    db.run("UPDATE pgboss.version SET version = 42")
+    for answer in (
+        client.get("/", headers=KEY),
+        _post(client, {"name": "q", "cron": "* * * * *"}),
+        client.delete("/?name=q", headers=KEY),
+    ):
+        assert answer.status_code == 422
+        assert answer.get_json()["error"] == "schedules_not_supported"
+        assert "schema 42" in answer.get_json()["message"]
