@@ -17,6 +17,7 @@ side it is talking to:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import Job, JobRequest, QueueOptions, SendOptions
 from tests.support.node_boss import NodeBoss
+from tests.support.releases import version_key
 
 SCHEMA = "pgboss"
 
@@ -147,6 +149,7 @@ class NodeActor:
         self.node = node
         self.db = db
         self.schema_version = schema_version
+        self.release: str = node.info["pgboss"]
 
     def create_queue(self, queue: str, **options: Any) -> None:
         self.node.call("createQueue", queue, options)
@@ -155,7 +158,7 @@ class NodeActor:
         return self.node.call("send", queue, data, options)
 
     def insert(self, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
-        return self.node.call("insert", queue, jobs, {"returnId": True}) or []
+        return node_insert(self.node, self.db, queue, jobs)
 
     def fetch(self, queue: str, batch_size: int = 1, **options: Any) -> list[Claim]:
         jobs = self.node.call("fetch", queue, {"batchSize": batch_size, **options})
@@ -200,6 +203,34 @@ class NodeActor:
     def expire(self, queue: str) -> None:
         release_monitor_claim(self.db, queue)
         self.node.call("supervise", queue)
+
+
+def fenced_by_attempt(actor: Actor) -> bool:
+    """Whether the client refuses a late settle of an older attempt of a job: ours always;
+    pg-boss from 12.35 (schema 43), before which it settles by id alone."""
+    return not isinstance(actor, NodeActor) or actor.schema_version >= 43
+
+
+def unfenced(actor: Actor) -> str:
+    """Why a test stops where only a fenced settle could pass."""
+    release = actor.release if isinstance(actor, NodeActor) else "?"
+    return f"pg-boss {release} settles by id alone (by attempt from 12.35), so its late settle of a stale claim lands"
+
+
+def node_insert(node: NodeBoss, db: Database, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
+    """pg-boss ``insert()``, answering the ids of the jobs it inserted. 11.0's insert answers
+    none, so there each job is given its id first (pg-boss keeps a given id) and the ids
+    answered are those that made a row."""
+    if version_key(node.info["pgboss"]) >= (11, 1):
+        return node.call("insert", queue, jobs, {"returnId": True}) or []
+    jobs = [{"id": str(uuid.uuid4()), **job} for job in jobs]
+    node.call("insert", queue, jobs)
+    rows = db.run(
+        f"SELECT CAST(id AS text) AS id FROM {SCHEMA}.job WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))",
+        {"name": queue, "ids": [job["id"] for job in jobs]},
+    )
+    inserted = {row["id"] for row in rows}
+    return [job["id"] for job in jobs if job["id"] in inserted]
 
 
 def release_monitor_claim(db: Database, queue: str) -> None:

@@ -7,6 +7,8 @@
   runs as "Python acts, pg-boss observes" and "pg-boss acts, Python observes".
 * ``twin``: runs one scenario with each client in its own namespace of queues and returns both
   runs' rows, normalized for comparison (``tests.interop.rows``).
+* ``caps``: what the release under test has (``TEST_PGBOSS_RELEASE``; 12.38 by default), so a
+  scenario uses the options that release has; ``test_refused`` checks those it lacks are refused.
 """
 
 from __future__ import annotations
@@ -18,10 +20,23 @@ from typing import Any
 import pytest
 
 from shared.db import Database
+from shared.pgboss.capabilities import Capabilities
 from shared.pgboss.client import PgBoss
 from tests.interop.actors import Actor, NodeActor, PythonActor
 from tests.interop.rows import differences, normalize, raw_rows
 from tests.support.node_boss import NodeBoss
+
+
+@pytest.fixture
+def caps(boss: PgBoss) -> Capabilities:
+    return boss.capabilities
+
+
+def supported(caps: Capabilities, options: dict[str, Any]) -> dict[str, Any]:
+    """The send options of ``options`` the release under test has (the rest are refused,
+    which ``test_refused`` checks)."""
+    missing = set(caps.send_options_missing(options))
+    return {key: value for key, value in options.items() if key not in missing}
 
 
 @pytest.fixture

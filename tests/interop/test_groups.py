@@ -11,9 +11,13 @@ import random
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from shared.db import Database
 from tests.interop.actors import Actor, NodeActor
 from tests.interop.conftest import Names, Twin
+
+pytestmark = pytest.mark.since(27, "job groups")
 
 TIERED = {"default": 1, "tiers": {"vip": 3}}
 

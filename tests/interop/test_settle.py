@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from shared.db import Database
-from tests.interop.actors import Actor, NodeActor
-from tests.interop.conftest import Names, Twin
+from shared.pgboss.capabilities import Capabilities
+from tests.interop.actors import Actor, NodeActor, fenced_by_attempt, unfenced
+from tests.interop.conftest import Names, Twin, supported
 from tests.interop.rows import age, database_clock, job_row, seconds_until_start, start_after_epoch
 
 ERROR = {"name": "Error", "message": "boom", "stack": "Error: boom\n    at handler (worker.js:1:1)"}
@@ -42,7 +43,7 @@ def _send_each(node: Actor, queue: str, tags: list[str], **options: Any) -> dict
 # -- fetch ------------------------------------------------------------------------------------
 
 
-def test_batch_fetch_claims_the_same_jobs_the_same_way(twin: Twin, node_actor: NodeActor) -> None:
+def test_batch_fetch_claims_the_same_jobs_the_same_way(twin: Twin, node_actor: NodeActor, caps: Capabilities) -> None:
     def scenario(actor: Actor, names: Names) -> list[str]:
         node_actor.create_queue(names("q"))
         _send_each(node_actor, names("q"), ["a", "b", "c", "d", "e"])
@@ -59,7 +60,8 @@ def test_batch_fetch_claims_the_same_jobs_the_same_way(twin: Twin, node_actor: N
     states = {row["data"]["tag"]: row for row in run.ours}
     for tag in ("urgent", "a", "b"):
         assert states[tag]["state"] == "active"
-        assert states[tag]["started_on"] is not None and states[tag]["heartbeat_on"] is not None
+        assert states[tag]["started_on"] is not None
+        assert (states[tag].get("heartbeat_on") is not None) == caps.heartbeats  # heartbeats: 30+
         assert states[tag]["retry_count"] == 0
     assert {states[tag]["state"] for tag in ("c", "d", "e", "late")} == {"created"}
 
@@ -117,7 +119,9 @@ ERRORS: list[tuple[str, Any]] = [
 ]
 
 
-def test_fail_stores_errors_and_schedules_retries_as_pg_boss_does(twin: Twin, node_actor: NodeActor) -> None:
+def test_fail_stores_errors_and_schedules_retries_as_pg_boss_does(
+    twin: Twin, node_actor: NodeActor, caps: Capabilities
+) -> None:
     def scenario(actor: Actor, names: Names) -> None:
         node_actor.create_queue(names("q"), retryLimit=1, retryDelay=30)
         _send_each(node_actor, names("q"), [tag for tag, _ in ERRORS])
@@ -135,7 +139,7 @@ def test_fail_stores_errors_and_schedules_retries_as_pg_boss_does(twin: Twin, no
     assert rows["none"]["output"] is None
     for tag, _ in ERRORS:
         row = rows[tag]
-        assert (row["state"], row["retry_count"], row["completed_on"], row["heartbeat_on"]) == (
+        assert (row["state"], row["retry_count"], row["completed_on"], row.get("heartbeat_on")) == (
             "retry",
             0,
             None,
@@ -203,7 +207,9 @@ def test_retry_delay_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Data
     assert delays == pytest.approx({"queue delay": 40, "own delay": 90, "no delay": 0}, abs=1)
 
 
-def test_backoff_without_delay_waits_one_to_two_seconds(actor: Actor, observer: Actor, db: Database) -> None:
+def test_backoff_without_delay_waits_one_to_two_seconds(
+    actor: Actor, observer: Actor, db: Database, caps: Capabilities
+) -> None:
     observer.create_queue("q")
     ids = observer.insert("q", [{"data": {"n": n}, "retryLimit": 1, "retryBackoff": True} for n in range(20)])
     claims = actor.fetch("q", 20)
@@ -211,13 +217,18 @@ def test_backoff_without_delay_waits_one_to_two_seconds(actor: Actor, observer: 
     before = database_clock(db)
     actor.fail("q", claims, ERROR)
     after = database_clock(db)
-    # Each delay lies in [1, 2) and counts from the failure, which happened between the readings.
+    # Each delay lies in [1, 2) and counts from the failure, which happened between the readings;
+    # 27-36 (12.6-12.25) multiply the growth by retry_delay, so a zero delay retries at once.
     dues = [start_after_epoch(db, "q", job_id) for job_id in ids]
+    if 27 <= caps.schema_version <= 36:
+        assert all(before - CLOCK_SLACK <= due <= after + CLOCK_SLACK for due in dues), (before, after, dues)
+        assert len(observer.fetch("q", 20)) == 20
+        return
     assert all(due - before >= 1.0 - CLOCK_SLACK and due - after < 2.0 for due in dues), (before, after, dues)
     assert observer.fetch("q") == []
 
 
-def test_backoff_doubles_and_is_capped(actor: Actor, observer: Actor, db: Database) -> None:
+def test_backoff_doubles_and_is_capped(actor: Actor, observer: Actor, db: Database, caps: Capabilities) -> None:
     observer.create_queue("q")
     job_id = observer.send("q", None, retryLimit=5, retryDelay=1, retryBackoff=True, retryDelayMax=5)
     waits = []
@@ -230,9 +241,14 @@ def test_backoff_doubles_and_is_capped(actor: Actor, observer: Actor, db: Databa
         due = start_after_epoch(db, "q", job_id)
         waits.append((due - after, due - before))  # the delay lies between these two
         age(db, "q", "start_after", max(seconds_until_start(db, "q", job_id), 0) + 1)
-    # 1·2^k·(1+U), U in [0,1), capped at 5: [1,2), [2,4), [4,5], 5, 5.
-    low = [1, 2, 4, 5, 5]
-    high = [2, 4, 5, 5, 5]
+    if caps.schema_version <= 26:
+        # 11.0-12.5 add the growth to the delay: 1 + 2^k·(1+U), U in [0,1), capped at 5.
+        low = [2, 3, 5, 5, 5]
+        high = [3, 5, 5, 5, 5]
+    else:
+        # 1·2^k·(1+U), U in [0,1), capped at 5: [1,2), [2,4), [4,5], 5, 5.
+        low = [1, 2, 4, 5, 5]
+        high = [2, 4, 5, 5, 5]
     for (shortest, longest), lo, hi in zip(waits, low, high, strict=True):
         assert longest >= lo - CLOCK_SLACK and shortest <= hi + CLOCK_SLACK, waits
     [last] = actor.fetch("q")
@@ -241,7 +257,7 @@ def test_backoff_doubles_and_is_capped(actor: Actor, observer: Actor, db: Databa
     assert (row["state"], row["retry_count"]) == ("failed", 5)
 
 
-def test_manual_retry_of_a_failed_job(actor: Actor, observer: Actor, db: Database) -> None:
+def test_manual_retry_of_a_failed_job(actor: Actor, observer: Actor, db: Database, caps: Capabilities) -> None:
     observer.create_queue("q", retryLimit=0, deleteAfterSeconds=60)
     job_id = observer.send("q", {"n": 1})
     [claim] = observer.fetch("q")
@@ -250,7 +266,9 @@ def test_manual_retry_of_a_failed_job(actor: Actor, observer: Actor, db: Databas
 
     assert actor.retry("q", [job_id]) == 1
     row = job_row(db, "q", job_id)
-    assert (row["state"], row["retry_limit"], row["completed_on"]) == ("retry", 1, None)
+    assert (row["state"], row["retry_limit"]) == ("retry", 1)
+    # From 12.26 (schema 37) the retry clears completed_on; before, it keeps the failure's time.
+    assert (row["completed_on"] is None) == caps.retry_clears_completed_on
     assert actor.retry("q", [job_id]) == 0  # only failed jobs are retried
 
     [again] = observer.fetch("q")
@@ -275,7 +293,8 @@ def test_manual_retry_matches_pg_boss(twin: Twin, node_actor: NodeActor) -> None
 # -- dead letters -----------------------------------------------------------------------------
 
 
-def _dead_letter_queues(node: Actor, names: Names, partition: bool) -> None:
+def _dead_letter_queues(node: Actor, names: Names, partition: bool, caps: Capabilities) -> None:
+    heartbeat = {"heartbeatSeconds": 40} if caps.heartbeats else {}
     node.create_queue(names("final"))
     node.create_queue(
         names("dlq"),
@@ -286,8 +305,8 @@ def _dead_letter_queues(node: Actor, names: Names, partition: bool) -> None:
         expireInSeconds=77,
         retentionSeconds=999,
         deleteAfterSeconds=55,
-        heartbeatSeconds=40,
         deadLetter=names("final"),
+        **heartbeat,
     )
     node.create_queue(names("other"), expireInSeconds=3600, retryLimit=6)
     node.create_queue(
@@ -296,26 +315,28 @@ def _dead_letter_queues(node: Actor, names: Names, partition: bool) -> None:
         deadLetter=names("dlq"),
         retryLimit=0,
         expireInSeconds=10,
-        heartbeatSeconds=15,
         retryDelayMax=9,
         retryBackoff=True,
         partition=partition,
+        **({"heartbeatSeconds": 15} if caps.heartbeats else {}),
     )
 
 
 @pytest.mark.parametrize("partition", [False, True], ids=["job_common", "own-partitions"])
-def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, partition: bool) -> None:
+def test_dead_letter_copies_match_pg_boss(
+    twin: Twin, node_actor: NodeActor, partition: bool, caps: Capabilities
+) -> None:
     def scenario(actor: Actor, names: Names) -> None:
-        _dead_letter_queues(node_actor, names, partition)
+        _dead_letter_queues(node_actor, names, partition, caps)
         node_actor.send(
             names("q"),
             {"tag": "queue dlq"},
-            priority=5,
-            singletonKey="k1",
-            group={"id": "g", "tier": "t"},
-            heartbeatSeconds=25,
+            **supported(
+                caps, {"priority": 5, "singletonKey": "k1", "group": {"id": "g", "tier": "t"}, "heartbeatSeconds": 25}
+            ),
         )
-        node_actor.send(names("q"), {"tag": "own dlq"}, deadLetter=names("other"), singletonKey="k2")
+        if caps.dead_letter_per_job:  # a job's own deadLetter: 27+
+            node_actor.send(names("q"), {"tag": "own dlq"}, deadLetter=names("other"), singletonKey="k2")
         actor.fail(names("q"), actor.fetch(names("q"), 2), ERROR)
         # The copy fails in its dead-letter queue too. It does not move on: pg-boss leaves a
         # copy's own dead_letter empty, whatever its queue says.
@@ -328,21 +349,31 @@ def test_dead_letter_copies_match_pg_boss(twin: Twin, node_actor: NodeActor, par
     original = rows[("q", "queue dlq")]
     first = rows[("dlq", "queue dlq")]
     assert original["state"] == "failed" and original["dead_letter"] == "dlq"
-    assert (first["state"], first["source_name"], first["source_id"]) == ("failed", "q", "q/queue dlq")
-    assert (first["source_output"], first["output"]) == (ERROR, {"value": "again"})
+    assert (first["state"], first["output"]) == ("failed", {"value": "again"})
+    if caps.dead_letter_provenance:  # 34+
+        assert (first["source_name"], first["source_id"]) == ("q", "q/queue dlq")
+    if caps.provenance_survives_retry:  # 43+
+        assert (first["source_output"], first["source_root_id"]) == (ERROR, "q/queue dlq")
+    # The copy takes the dead letter queue's expiry and the job's singleton_key from 12.26
+    # (schema 37), its priority and group from 12.28 (38); before, the defaults.
+    takes_settings, takes_priority = caps.schema_version >= 37, caps.schema_version >= 38
     assert (first["expire_seconds"], first["deletion_seconds"], first["keep_until_after_start"]) == (
-        77,
+        77 if takes_settings else 900,
         55,
         999,
     )
-    assert (first["priority"], first["singleton_key"], first["group_id"]) == (5, "k1", "g")
-    assert (first["dead_letter"], first["policy"], first["source_root_id"]) == (None, None, "q/queue dlq")
+    assert (first["priority"], first["singleton_key"]) == (5 if takes_priority else 0, "k1" if takes_settings else None)
+    assert first.get("group_id") == ("g" if takes_priority else None)
+    assert (first["dead_letter"], first["policy"]) == (None, None)
     assert not [key for key in rows if key[0] == "final"]
-    assert rows[("other", "own dlq")]["expire_seconds"] == 3600  # #2: the job's own dead letter wins
-    assert ("dlq", "own dlq") not in rows
+    if caps.dead_letter_per_job:  # 27+: #2, the job's own dead letter wins
+        assert rows[("other", "own dlq")]["expire_seconds"] == 3600
+        assert ("dlq", "own dlq") not in rows
 
 
-def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer: Actor, db: Database) -> None:
+def test_dead_lettered_job_is_fetched_by_the_other_client(
+    actor: Actor, observer: Actor, db: Database, caps: Capabilities
+) -> None:
     observer.create_queue("dlq")
     observer.create_queue("q", deadLetter="dlq", retryLimit=0)
     job_id = observer.send("q", {"key": "value"})
@@ -351,8 +382,10 @@ def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer
     [dead] = observer.fetch("dlq")
     assert dead.data == {"key": "value"}
     row = job_row(db, "dlq", dead.id)
-    assert (row["source_name"], str(row["source_id"]), row["source_retry_count"]) == ("q", job_id, 0)
-    assert row["source_output"] == ERROR and row["output"] is None
+    if caps.dead_letter_provenance:  # 34+
+        assert (row["source_name"], str(row["source_id"]), row["source_retry_count"]) == ("q", job_id, 0)
+    if caps.provenance_survives_retry:  # 43+: the failed job's output moves to source_output
+        assert row["source_output"] == ERROR and row["output"] is None
     assert observer.complete("dlq", [dead]) == 1
 
 
@@ -360,25 +393,31 @@ def test_dead_lettered_job_is_fetched_by_the_other_client(actor: Actor, observer
 
 
 @pytest.mark.parametrize("partition", [False, True], ids=["job_common", "own-partition"])
-def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database, partition: bool) -> None:
+def test_expiry_matches_pg_boss(
+    twin: Twin, node_actor: NodeActor, db: Database, partition: bool, caps: Capabilities
+) -> None:
+    # Lapsed heartbeats fail jobs too where the release has heartbeats (30+).
+    beats = ["beat lost", "touched"] if caps.heartbeats else []
+
     def scenario(actor: Actor, names: Names) -> None:
         node_actor.create_queue(names("dlq"))
         node_actor.create_queue(
             names("q"),
             expireInSeconds=5,
-            heartbeatSeconds=10,
             retryLimit=1,
             deadLetter=names("dlq"),
             partition=partition,
+            **({"heartbeatSeconds": 10} if caps.heartbeats else {}),
         )
         # Those that go to retry wait 5 minutes, except one that runs again at once.
-        _send_each(node_actor, names("q"), ["expired", "beat lost", "touched", "fresh"], retryDelay=300)
+        _send_each(node_actor, names("q"), ["expired", *beats, "fresh"], retryDelay=300)
         node_actor.send(names("q"), {"tag": "expired twice"})
         claims = {c.data["tag"]: c for c in node_actor.fetch(names("q"), 5)}
         by_tag = {tag: [claims[tag].id] for tag in claims}
         age(db, names("q"), "started_on", 6, by_tag["expired"] + by_tag["expired twice"])
-        age(db, names("q"), "heartbeat_on", 11, by_tag["beat lost"] + by_tag["touched"])
-        assert node_actor.touch(names("q"), [claims["touched"]]) == 1
+        if beats:
+            age(db, names("q"), "heartbeat_on", 11, by_tag["beat lost"] + by_tag["touched"])
+            assert node_actor.touch(names("q"), [claims["touched"]]) == 1
         actor.expire(names("q"))
         # The job that went to retry runs again and times out for good this time.
         [again] = node_actor.fetch(names("q"), 5)
@@ -390,14 +429,17 @@ def test_expiry_matches_pg_boss(twin: Twin, node_actor: NodeActor, db: Database,
     run.assert_same()
     rows = {(row["name"], row["data"]["tag"]): row for row in run.ours}
     assert (rows[("q", "expired")]["state"], rows[("q", "expired")]["output"]) == ("retry", TIMED_OUT)
-    assert (rows[("q", "beat lost")]["state"], rows[("q", "beat lost")]["output"]) == (
-        "retry",
-        HEARTBEAT_LOST,
-    )
-    assert rows[("q", "touched")]["state"] == "active"
+    if beats:
+        assert (rows[("q", "beat lost")]["state"], rows[("q", "beat lost")]["output"]) == (
+            "retry",
+            HEARTBEAT_LOST,
+        )
+        assert rows[("q", "touched")]["state"] == "active"
     assert rows[("q", "fresh")]["state"] == "active"
     assert rows[("q", "expired twice")]["state"] == "failed"
-    assert rows[("dlq", "expired twice")]["source_output"] == TIMED_OUT
+    assert ("dlq", "expired twice") in rows
+    if caps.provenance_survives_retry:  # 43+
+        assert rows[("dlq", "expired twice")]["source_output"] == TIMED_OUT
 
 
 def test_expiry_by_one_client_of_the_others_claim(actor: Actor, observer: Actor, db: Database) -> None:
@@ -412,6 +454,8 @@ def test_expiry_by_one_client_of_the_others_claim(actor: Actor, observer: Actor,
     assert (row["state"], row["output"]) == ("retry", TIMED_OUT)
 
     # #22: the worker that lost its claim settles late; the fence makes that a no-op.
+    if not fenced_by_attempt(observer):
+        pytest.skip(unfenced(observer))
     assert observer.complete("q", [claim], {"late": True}) == 0
     assert observer.fail("q", [claim], ERROR) == 0
     assert job_row(db, "q", job_id)["state"] == "retry"
@@ -423,6 +467,7 @@ def test_expiry_by_one_client_of_the_others_claim(actor: Actor, observer: Actor,
     assert job_row(db, "q", job_id)["output"] == {"ok": 1}
 
 
+@pytest.mark.since(30, "heartbeats")
 def test_heartbeat_loss_and_touch_across_clients(actor: Actor, observer: Actor, db: Database) -> None:
     observer.create_queue("q", heartbeatSeconds=10, retryLimit=0)
     ids = observer.insert("q", [{"data": {"n": n}} for n in range(2)])
