@@ -152,6 +152,11 @@ class NodeActor:
         self.release: str = node.info["pgboss"]
 
     def create_queue(self, queue: str, **options: Any) -> None:
+        if self.schema_version < 25 and "retentionSeconds" in options:
+            # 10.x's createQueue takes retentionMinutes (it ignores retentionSeconds); ours
+            # takes whole minutes in seconds and stores them as those minutes.
+            options = {**options, "retentionMinutes": options["retentionSeconds"] // 60}
+            del options["retentionSeconds"]
         self.node.call("createQueue", queue, options)
 
     def send(self, queue: str, data: Any = None, **options: Any) -> str | None:
@@ -201,8 +206,7 @@ class NodeActor:
         return self.node.call("deleteJob", queue, ids)["affected"]
 
     def expire(self, queue: str) -> None:
-        release_monitor_claim(self.db, queue)
-        self.node.call("supervise", queue)
+        node_expire(self.node, self.db, queue, self.schema_version)
 
 
 def fenced_by_attempt(actor: Actor) -> bool:
@@ -218,19 +222,33 @@ def unfenced(actor: Actor) -> str:
 
 
 def node_insert(node: NodeBoss, db: Database, queue: str, jobs: list[dict[str, Any]]) -> list[str]:
-    """pg-boss ``insert()``, answering the ids of the jobs it inserted. 11.0's insert answers
+    """pg-boss ``insert()``, answering the ids of the jobs it inserted. 10.x and 11.0 answer
     none, so there each job is given its id first (pg-boss keeps a given id) and the ids
-    answered are those that made a row."""
-    if version_key(node.info["pgboss"]) >= (11, 1):
+    answered are those that made a row. 10.x takes one list with each job's queue ``name``."""
+    release = version_key(node.info["pgboss"])
+    if release >= (11, 1):
         return node.call("insert", queue, jobs, {"returnId": True}) or []
     jobs = [{"id": str(uuid.uuid4()), **job} for job in jobs]
-    node.call("insert", queue, jobs)
+    if release >= (11,):
+        node.call("insert", queue, jobs)
+    else:
+        node.call("insert", [{"name": queue, **job} for job in jobs])
     rows = db.run(
         f"SELECT CAST(id AS text) AS id FROM {SCHEMA}.job WHERE name = :name AND id = ANY(CAST(:ids AS uuid[]))",
         {"name": queue, "ids": [job["id"] for job in jobs]},
     )
     inserted = {row["id"] for row in rows}
     return [job["id"] for job in jobs if job["id"] in inserted]
+
+
+def node_expire(node: NodeBoss, db: Database, queue: str, schema_version: int) -> None:
+    """pg-boss's expiry pass over ``queue`` now: ``supervise(name)`` once its monitor claim is
+    released; 10.x (schemas 21-24) has no per-queue pass, its ``expire()`` sweeps every queue."""
+    if schema_version < 25:
+        node.call("expire")
+        return
+    release_monitor_claim(db, queue)
+    node.call("supervise", queue)
 
 
 def release_monitor_claim(db: Database, queue: str) -> None:

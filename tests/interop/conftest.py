@@ -39,6 +39,12 @@ def supported(caps: Capabilities, options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key not in missing}
 
 
+def supported_queue(caps: Capabilities, options: dict[str, Any]) -> dict[str, Any]:
+    """The queue options of ``options`` the release under test has."""
+    missing = set(caps.queue_options_missing(options, options.get("policy", "standard")))
+    return {key: value for key, value in options.items() if key not in missing}
+
+
 @pytest.fixture
 def python_actor(boss: PgBoss) -> PythonActor:
     return PythonActor(boss)

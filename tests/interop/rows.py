@@ -189,3 +189,10 @@ def age(db: Database, queue: str, column: str, seconds: float, ids: Iterable[str
         f"UPDATE {SCHEMA}.job SET {column} = {column} - make_interval(secs => :seconds) WHERE name = :name{where}",
         params,
     )
+
+
+def expire_seconds(row: dict[str, Any]) -> float:
+    """A job's expiry in seconds: ``expire_seconds`` from 11.0, the ``expire_in`` interval on 10.x."""
+    if "expire_seconds" in row:
+        return float(row["expire_seconds"])
+    return float(row["expire_in"].total_seconds())

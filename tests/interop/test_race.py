@@ -19,7 +19,7 @@ import pytest
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.models import JobRequest
-from tests.interop.actors import node_insert, release_monitor_claim
+from tests.interop.actors import node_expire, node_insert
 from tests.support.node_boss import NodeBoss
 
 JOBS = 5_000
@@ -145,8 +145,7 @@ def test_racing_settles_on_the_same_claims_settle_each_job_once(
             node_boss.call("fail", "q", batch, error)
         elif not released:
             released = True
-            release_monitor_claim(db, "q")
-            node_boss.call("supervise", "q")
+            node_expire(node_boss, db, "q", boss.capabilities.schema_version)
 
     errors: list[BaseException] = []
     start = threading.Barrier(2)
