@@ -1028,9 +1028,9 @@ SELECT changed FROM counted
 @cache
 def retry_jobs(caps: Capabilities, schema: str) -> str:
     """pg-boss retry(): failed jobs go back to retry with one more allowed attempt, due
-    no earlier than now. 12.38's statement on every schema: 10.x and 11.0 left
-    completed_on set, and 10.x's archive pass then moves a job retried more than its
-    archive interval after it failed out of the queue."""
+    no earlier than now. 12.38's statement on every schema: 10.x to 12.25 left
+    completed_on set, and their maintenance (10.x's archive pass, from 11.0 the deletion
+    by completed_on + deletion_seconds) then removes a job retried long after it failed."""
     n = _names(caps, schema)
     return f"""
 UPDATE {n.s}.job
