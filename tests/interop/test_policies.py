@@ -22,6 +22,7 @@ from shared.pgboss.errors import SingletonKeyRequired
 from tests.interop.actors import Actor, NodeActor
 from tests.interop.rows import job_row, state_of
 from tests.support.node_boss import NodeBossError
+from tests.support.releases import version_key
 
 ERROR = {"name": "Error", "message": "boom", "stack": "Error: boom"}
 
@@ -86,6 +87,7 @@ def test_singleton_key_blocks_only_its_own_key(
 
 
 def test_singleton_batch_takes_one_job_per_key(actor: Actor, observer: Actor, partition: bool, db: Database) -> None:
+    _batches_one_per_key(actor)
     a, b = actor, observer
     q = _queue(b, "singleton", partition)
     b.send(q)
@@ -101,6 +103,7 @@ def test_singleton_batch_takes_one_job_per_key(actor: Actor, observer: Actor, pa
 
 
 def test_stately_allows_one_job_per_state(actor: Actor, observer: Actor, partition: bool, db: Database) -> None:
+    _batches_one_per_key(observer)
     a, b = actor, observer
     q = _queue(a, "stately", partition)
     first = b.send(q, None, retryLimit=1)
@@ -119,6 +122,11 @@ def test_stately_allows_one_job_per_state(actor: Actor, observer: Actor, partiti
 def test_stately_fails_without_retry_when_the_key_is_in_retry(
     actor: Actor, observer: Actor, partition: bool, db: Database
 ) -> None:
+    if isinstance(actor, NodeActor) and version_key(actor.release) < (10, 1, 3):
+        pytest.skip(
+            f"pg-boss {actor.release} fails a stately job into retry even when its key has a job in"
+            " retry already, which trips the policy's unique index (failed for good from 10.1.3)"
+        )
     a, b = actor, observer
     b.create_queue("dlq")
     q = _queue(b, "stately", partition, deadLetter="dlq", retryLimit=3)
@@ -177,6 +185,15 @@ def test_exclusive_allows_one_unfinished_job_per_key(
 # -- key_strict_fifo ---------------------------------------------------------------------------
 
 key_strict_fifo = pytest.mark.since(28, "key_strict_fifo policy")
+
+
+def _batches_one_per_key(node_side: Actor) -> None:
+    """Skip where pg-boss is the side that must claim a batch of a singleton or stately queue."""
+    if isinstance(node_side, NodeActor) and version_key(node_side.release) < (10, 4):
+        pytest.skip(
+            f"pg-boss {node_side.release} claims a singleton or stately batch without taking one job"
+            " per key, so the batch trips the policy's unique index and fetches nothing (from 10.4)"
+        )
 
 
 def _passes_held_keys(node_side: Actor, caps: Capabilities) -> None:

@@ -149,25 +149,36 @@ def test_insert_writes_pg_boss_rows_for_every_option(twin: Twin, node_actor: Nod
 
     run = twin(scenario)
     assert len(run.results["python"]) == len(run.results["node"]) == len(_variants(Names(""), caps))
-    dropped = _dropped_by_node_insert(node_actor.release, caps)
-    # Ours keeps those options, as send() does: the every-option row has them, pg-boss's not.
+    # Ours keeps every option, as send() does; where the release's own insert() dropped one,
+    # the every-option row shows it, and the rest must agree.
     [ours] = [row for row in run.ours if row["data"]["tag"] == "every option"]
     [theirs] = [row for row in run.theirs if row["data"]["tag"] == "every option"]
-    for column in dropped:
-        assert ours[column] is not None and theirs[column] is None, column
-    run.assert_same(ignore=dropped)
+    ignored: list[str] = []
+    for option in _dropped_by_node_insert(node_actor.release, caps):
+        if option == "retentionSeconds":
+            assert (ours["keep_until_after_start"], theirs["keep_until_after_start"]) == (10, 3600)
+            ignored += ["keep_until", "keep_until_after_start"]
+        elif option == "singletonSeconds":
+            assert (ours["singleton_on"], theirs["singleton_on"]) == ("set", None)
+            ignored.append("singleton_on")
+        else:
+            assert (ours["group_id"], theirs["group_id"]) == ("g1", None)
+            ignored += ["group_id", "group_tier"]
+    run.assert_same(ignore=ignored)
 
 
 def _dropped_by_node_insert(release: str, caps: Capabilities) -> list[str]:
-    """Columns the release's own insert() leaves empty though the job asked for them, as
-    pg-boss fixed later: 11.0.0-11.0.3 computed singleton_on with a NULL offset (fixed in
-    11.0.4), and before 12.26.4 insert() dropped ``group`` (send() never did)."""
+    """Options the release's own insert() drops though send() takes them, as pg-boss fixed
+    later: 10.x reads a keepUntil date instead of retentionSeconds; 10.0 (before 10.1.0) and
+    11.0.0-11.0.3 leave singleton_on empty; before 12.26.4 insert() drops ``group``."""
     version = version_key(release)
     dropped = []
-    if (11,) <= version < (11, 0, 4):
-        dropped.append("singleton_on")
+    if version < (11,):
+        dropped.append("retentionSeconds")
+    if version < (10, 1) or (11,) <= version < (11, 0, 4):
+        dropped.append("singletonSeconds")
     if caps.groups and version < (12, 26, 4):
-        dropped += ["group_id", "group_tier"]
+        dropped.append("group")
     return dropped
 
 
