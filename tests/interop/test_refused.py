@@ -25,12 +25,17 @@ SEND: list[tuple[str, Callable[[Capabilities], bool], dict[str, Any]]] = [
     ("group", lambda caps: caps.groups, {"group": {"id": "g"}}),
     ("deadLetter", lambda caps: caps.dead_letter_per_job, {"deadLetter": "dlq"}),
     ("heartbeatSeconds", lambda caps: caps.heartbeats, {"heartbeatSeconds": 30}),
+    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryDelayMax": 60}),
+    ("deleteAfterSeconds", lambda caps: caps.deletion_per_job, {"deleteAfterSeconds": 60}),
 ]
 QUEUE: list[tuple[str, Callable[[Capabilities], bool], dict[str, Any]]] = [
     ("policy", lambda caps: caps.exclusive_policy, {"policy": "exclusive"}),
     ("policy", lambda caps: caps.key_strict_fifo_policy, {"policy": "key_strict_fifo"}),
     ("heartbeatSeconds", lambda caps: caps.heartbeats, {"heartbeatSeconds": 30}),
     ("notify", lambda caps: caps.notify, {"notify": True}),
+    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryDelayMax": 60}),
+    ("deleteAfterSeconds", lambda caps: caps.deletion_per_job, {"deleteAfterSeconds": 60}),
+    ("warningQueueSize", lambda caps: not caps.archive, {"warningQueueSize": 10}),
 ]
 
 
@@ -65,9 +70,7 @@ def test_send_option_the_release_lacks_is_refused(
     assert db.run("SELECT count(*) AS n FROM pgboss.job WHERE name = 'q'")[0]["n"] == 0
 
 
-@pytest.mark.parametrize(
-    ("option", "has", "options"), QUEUE, ids=["exclusive", "key_strict_fifo", "heartbeat", "notify"]
-)
+@pytest.mark.parametrize(("option", "has", "options"), QUEUE, ids=[case[2].get("policy", case[0]) for case in QUEUE])
 def test_queue_option_the_release_lacks_is_refused(
     option: str,
     has: Callable[[Capabilities], bool],
