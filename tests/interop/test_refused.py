@@ -25,7 +25,7 @@ SEND: list[tuple[str, Callable[[Capabilities], bool], dict[str, Any]]] = [
     ("group", lambda caps: caps.groups, {"group": {"id": "g"}}),
     ("deadLetter", lambda caps: caps.dead_letter_per_job, {"deadLetter": "dlq"}),
     ("heartbeatSeconds", lambda caps: caps.heartbeats, {"heartbeatSeconds": 30}),
-    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryDelayMax": 60}),
+    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryBackoff": True, "retryDelayMax": 60}),
     ("deleteAfterSeconds", lambda caps: caps.deletion_per_job, {"deleteAfterSeconds": 60}),
 ]
 QUEUE: list[tuple[str, Callable[[Capabilities], bool], dict[str, Any]]] = [
@@ -33,7 +33,7 @@ QUEUE: list[tuple[str, Callable[[Capabilities], bool], dict[str, Any]]] = [
     ("policy", lambda caps: caps.key_strict_fifo_policy, {"policy": "key_strict_fifo"}),
     ("heartbeatSeconds", lambda caps: caps.heartbeats, {"heartbeatSeconds": 30}),
     ("notify", lambda caps: caps.notify, {"notify": True}),
-    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryDelayMax": 60}),
+    ("retryDelayMax", lambda caps: caps.retry_delay_max, {"retryBackoff": True, "retryDelayMax": 60}),
     ("deleteAfterSeconds", lambda caps: caps.deletion_per_job, {"deleteAfterSeconds": 60}),
     ("warningQueueSize", lambda caps: not caps.archive, {"warningQueueSize": 10}),
 ]
