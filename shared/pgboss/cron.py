@@ -24,6 +24,8 @@ from croniter import croniter
 from dateutil.relativedelta import relativedelta
 from dateutil.rrule import rruleset, rrulestr
 
+from shared.errors import echo
+
 # How long an occurrence stays due, and the width of the slot it is filed in.
 OCCURRENCE_WINDOW = timedelta(seconds=60)
 CRON = "cron"
@@ -57,7 +59,7 @@ def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")
     except (ValueError, KeyError, OSError):
-        raise InvalidSchedule(f"invalid time zone {name!r}") from None
+        raise InvalidSchedule(f"invalid time zone {echo(name)}") from None
 
 
 def validate(expression: str, tz: str | None, now: datetime) -> str:
@@ -144,7 +146,7 @@ def _read(expression: str, kind: str, tz: str | None, now: datetime) -> tuple[da
 def _cron_fields(expression: str) -> str:
     fields = expression.split()
     if len(fields) not in (5, 6):
-        raise InvalidSchedule(f"cron expression {expression!r} must have 5 fields (or 6, seconds first)")
+        raise InvalidSchedule(f"cron expression {echo(expression)} must have 5 fields (or 6, seconds first)")
     return " ".join(fields)
 
 
@@ -155,8 +157,8 @@ def _cron(expression: str, tzinfo: ZoneInfo, before: datetime) -> datetime:
         return walk.get_prev(datetime).astimezone(UTC)
     except InvalidSchedule:
         raise
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidSchedule(f"invalid cron expression {expression!r}: {error}") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as error:
+        raise InvalidSchedule(f"invalid cron expression {echo(expression)}: {echo(error)}") from None
 
 
 def _lines(expression: str) -> tuple[list[str], str | None, str]:
@@ -172,7 +174,7 @@ def _lines(expression: str) -> tuple[list[str], str | None, str]:
         name = match.group(1).upper() if match else "RRULE"
         value = text[text.index(":") + 1 :] if match else text
         if name not in _PROPERTIES:
-            raise InvalidSchedule(f"unsupported property {name!r} in rrule expression")
+            raise InvalidSchedule(f"unsupported property {echo(name)} in rrule expression")
         if name == "DTSTART":
             if dtstart is not None:
                 raise InvalidSchedule("rrule expression has more than one DTSTART")
@@ -183,7 +185,7 @@ def _lines(expression: str) -> tuple[list[str], str | None, str]:
             rule = value
             for part in value.split(";"):
                 if part and part.split("=")[0].upper() not in _PARTS and not part.upper().startswith("X-"):
-                    raise InvalidSchedule(f"unsupported part {part!r} in rrule expression")
+                    raise InvalidSchedule(f"unsupported part {echo(part)} in rrule expression")
         lines.append(text if match else f"RRULE:{text}")
     if rule is None:
         raise InvalidSchedule("rrule expression has no RRULE to recur on")
@@ -207,8 +209,8 @@ def _rule(expression: str, tzinfo: ZoneInfo, near: datetime) -> rruleset:
     start_line = dtstart or f"DTSTART:{_EPOCH_DTSTART}"
     try:
         parsed = rrulestr("\n".join([start_line, *body]), forceset=True)
-    except (ValueError, TypeError) as error:
-        raise InvalidSchedule(f"invalid rrule expression: {error}") from None
+    except (ValueError, TypeError, OverflowError) as error:  # a date past year 9999 overflows
+        raise InvalidSchedule(f"invalid rrule expression: {echo(error)}") from None
     parts = dict(part.split("=", 1) for part in rule.upper().split(";") if "=" in part)
     if "COUNT" in parts or not isinstance(parsed, rruleset):
         return parsed

@@ -141,6 +141,27 @@ def test_bad_schedules_are_refused_by_field(
     assert node_boss.call("getSchedules") == []
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("cron", "* * * * * " + "7" * 5_000),
+        ("cron", "1 2 3 4 " + "x" * 5_000),
+        ("cron", "RRULE:FREQ=DAILY;" + "X" * 5_000 + "=1"),
+        ("cron", "RRULE:FREQ=DAILY;UNTIL=" + "9" * 5_000),
+        ("cron", "Y" * 5_000 + ":1\nRRULE:FREQ=DAILY"),
+        ("tz", "Mars/" + "z" * 5_000),
+    ],
+)
+def test_refusals_quote_only_the_start_of_a_long_value(
+    client: FlaskClient, node_boss: NodeBoss, field: str, value: str
+) -> None:
+    node_boss.call("createQueue", "q", {})
+    answer = _post(client, {"name": "q", "cron": "* * * * *", field: value})
+    assert answer.status_code == 422, answer.get_json()
+    assert len(answer.data) < 1_000, answer.data[:300]
+    assert [error["loc"] for error in answer.get_json()["errors"]] == [[field]]
+
+
 def test_a_schedule_for_a_missing_queue_is_not_found(client: FlaskClient, node_boss: NodeBoss) -> None:
     answer = _post(client, {"name": "nowhere", "cron": "* * * * *"})
     assert answer.status_code == 404 and "nowhere" in answer.get_json()["message"]
