@@ -533,6 +533,64 @@ SELECT
   (SELECT count(*) FROM removed)::int AS deleted
 """
 
+# pg-boss 12.35 cacheQueueStats() (schema 43, before retained_count and blocked_count):
+# the cached counts of the claimed queues from one aggregate over their jobs -- deferred
+# is every queued job whose start_after is ahead, ready the rest of the queued ones,
+# total every row the queue still has -- with monitor_on and ready_history as above.
+# The same try-lock; losing it counts nothing (12.35 keeps its claim then).
+REFRESH_QUEUE_COUNTS_WITHOUT_RETAINED = f"""
+WITH lock AS MATERIALIZED (
+  SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS got
+),
+stats AS (
+  SELECT name, deferred, queued, GREATEST(queued - deferred, 0) AS ready, active, failed, total,
+    singletons_active
+  FROM (
+    SELECT j.name,
+      (count(*) FILTER (WHERE j.start_after > {{schema}}.job_now() AND j.state < 'active'))::int AS deferred,
+      (count(*) FILTER (WHERE j.state < 'active'))::int AS queued,
+      (count(*) FILTER (WHERE j.state = 'active'))::int AS active,
+      (count(*) FILTER (WHERE j.state = 'failed'))::int AS failed,
+      count(*)::int AS total,
+      array_agg(j.singleton_key) FILTER (WHERE j.policy IN ('singleton', 'stately') AND j.state = 'active')
+        AS singletons_active
+    FROM {{schema}}.job j
+    WHERE j.name = ANY(CAST(:names AS text[]))
+    GROUP BY 1
+  ) counted
+  WHERE (SELECT got FROM lock)
+)
+UPDATE {{schema}}.queue SET
+  deferred_count = COALESCE(stats.deferred, 0),
+  queued_count = COALESCE(stats.queued, 0),
+  ready_count = COALESCE(stats.ready, 0),
+  active_count = COALESCE(stats.active, 0),
+  failed_count = COALESCE(stats.failed, 0),
+  total_count = COALESCE(stats.total, 0),
+  singletons_active = stats.singletons_active,
+  monitor_on = {{schema}}.job_now(),
+  ready_history = (
+    SELECT COALESCE(array_agg(v ORDER BY ord), '{{}}'::int[])
+    FROM (
+      SELECT v, ord FROM (
+        SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
+        UNION ALL
+        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{{}}'::int[])) WITH ORDINALITY AS h(v, ord)
+      ) merged
+      ORDER BY ord LIMIT 60
+    ) capped
+  )
+FROM (
+  SELECT name FROM {{schema}}.queue
+  WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
+    AND (SELECT count(*) FROM stats) >= 0
+  ORDER BY name FOR NO KEY UPDATE
+) q
+LEFT JOIN stats ON stats.name = q.name
+WHERE queue.name = q.name AND (SELECT got FROM lock)
+RETURNING queue.name
+"""
+
 # pg-boss 12.38 trySetQueueDeletionTime(): claim the due queues of a chunk for
 # maintenance; claimed_on (UTC text) is what an unfinished queue's claim is given back by.
 CLAIM_MAINTAIN = f"""
@@ -567,6 +625,7 @@ DATABASE_TIME = """
 SELECT round(date_part('epoch', {schema}.job_now()) * 1000)::bigint AS time
 """
 
+
 # pg-boss 12.38 deletion(): one batch of the retention sweep of one queue, walking the
 # next :batch_size primary keys after :after (NULL = from the start). Deletes what
 # retention allows --
@@ -576,24 +635,11 @@ SELECT round(date_part('epoch', {schema}.job_now()) * 1000)::bigint AS time
 # many it deleted, how many of those retained_count held (finished by retained_on), and
 # how many finished jobs it left that finished by :retained_before (epoch ms), which the
 # sweep totals into the queue's new retained_count.
-DELETION_BATCH = """
-WITH edge AS (
-  SELECT id FROM {schema}.job
-  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
-  ORDER BY id OFFSET :batch_size - 1 LIMIT 1
-),
-removed AS (
-  DELETE FROM {schema}.job
-  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
-    AND id <= COALESCE((SELECT id FROM edge), 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-    AND ((deletion_seconds > 0 AND completed_on + deletion_seconds * interval '1s' < {schema}.job_now())
-      OR (state < 'active' AND keep_until < {schema}.job_now()))
-  RETURNING state, completed_on
-)
-SELECT
-  CAST((SELECT id FROM edge) AS text) AS cursor,
-  (SELECT count(*) FROM removed)::int AS deleted,
-  (SELECT count(*) FROM removed
+def _deletion_batch(retained: bool) -> str:
+    """One batch of the retention sweep (see above); without ``retained`` (schemas before
+    46, which keep no retained_count) the two retained counts answer 0."""
+    counts = (
+        """(SELECT count(*) FROM removed
     WHERE state IN ('completed', 'cancelled')
       AND completed_on <= (SELECT retained_on FROM {schema}.queue WHERE name = :name))::int
     AS deleted_retained,
@@ -604,8 +650,33 @@ SELECT
        AND completed_on <= to_timestamp(CAST(:retained_before AS float8) / 1000))
    - (SELECT count(*) FROM removed
        WHERE state IN ('completed', 'cancelled')
-         AND completed_on <= to_timestamp(CAST(:retained_before AS float8) / 1000)))::int AS retained
+         AND completed_on <= to_timestamp(CAST(:retained_before AS float8) / 1000)))::int AS retained"""
+        if retained
+        else "0 AS deleted_retained, 0 AS retained"
+    )
+    return f"""
+WITH edge AS (
+  SELECT id FROM {{schema}}.job
+  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+  ORDER BY id OFFSET :batch_size - 1 LIMIT 1
+),
+removed AS (
+  DELETE FROM {{schema}}.job
+  WHERE name = :name AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+    AND id <= COALESCE((SELECT id FROM edge), 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    AND ((deletion_seconds > 0 AND completed_on + deletion_seconds * interval '1s' < {{schema}}.job_now())
+      OR (state < 'active' AND keep_until < {{schema}}.job_now()))
+  RETURNING state, completed_on
+)
+SELECT
+  CAST((SELECT id FROM edge) AS text) AS cursor,
+  (SELECT count(*) FROM removed)::int AS deleted,
+  {counts}
 """
+
+
+DELETION_BATCH = _deletion_batch(retained=True)
+DELETION_BATCH_WITHOUT_RETAINED = _deletion_batch(retained=False)
 
 # pg-boss 12.38 setRetainedCount(): after a sweep that walked the whole queue, its total
 # of kept finished jobs becomes retained_count as of :retained_before, and total_count

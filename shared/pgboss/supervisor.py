@@ -58,6 +58,9 @@ PROVEN_SCHEMAS["flows"] = frozenset(range(33, 44)) | {46}
 # 12.35's timekeeper (43) files and forwards occurrences as 12.38's does; 12.31-12.33
 # (41-42) file cron occurrences through singletonSeconds instead.
 PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["send_it"] = frozenset({43, 46})
+# 12.35 (43) counts without blocked and retained counts and sweeps retention in one
+# statement per chunk, with the same predicate; queue_stats is written on 46 only.
+PROVEN_SCHEMAS["monitor"] = PROVEN_SCHEMAS["maintain"] = frozenset({43, 46})
 
 # pg-boss 12.38's sizes: queues per claim, expiry and flow batches, retention walks.
 QUEUE_CHUNK = 100
@@ -147,6 +150,8 @@ class Supervisor:
                 summary.skipped[name] = "turned off"
             elif version not in PROVEN_SCHEMAS[name]:
                 summary.skipped[name] = f"schema version {version} is not supported by this pass"
+            elif name == "monitor" and self.plan.queue_stats and version != 46:
+                summary.skipped[name] = f"queue_stats is not written on schema version {version}"
             elif self._out_of_time():
                 summary.skipped[name] = "time budget spent"
             else:
@@ -219,7 +224,9 @@ class Supervisor:
         """Cached counts of the claimed queues and, with queue_stats on, their throughput
         and a snapshot each; the queues counted (none when another instance held the lock)."""
         params: dict[str, Any] = {"names": queues, "lock_key": self.boss.schema + "queue-stats"}
-        if not self.plan.queue_stats:
+        if not self.boss.capabilities.retained_count:
+            counted = self._run(supervision_sql.REFRESH_QUEUE_COUNTS_WITHOUT_RETAINED, params)
+        elif not self.plan.queue_stats:
             counted = self._run(supervision_sql.REFRESH_QUEUE_COUNTS, params)
         else:
             params["reset_seconds"] = max(DELTA_RESET_MAX_SECONDS, 2 * self.plan.intervals.monitor)
@@ -295,6 +302,10 @@ class Supervisor:
         now_ms = int(self._run(supervision_sql.DATABASE_TIME)[0]["time"])
         retained_before = now_ms - RETAINED_LAG_MS
         tally = {"retained": 0, "deleted": 0, "deleted_retained": 0}
+        retained_count = self.boss.capabilities.retained_count
+        deletion_batch = (
+            supervision_sql.DELETION_BATCH if retained_count else supervision_sql.DELETION_BATCH_WITHOUT_RETAINED
+        )
 
         def deletion(after: str | None) -> dict[str, Any]:
             params = {
@@ -303,7 +314,7 @@ class Supervisor:
                 "batch_size": self.plan.deletion_batch,
                 "retained_before": retained_before,
             }
-            row = self._locked_batch(table + "deletion", supervision_sql.DELETION_BATCH, params)
+            row = self._locked_batch(table + "deletion", deletion_batch, params)
             tally["retained"] += row["retained"]
             tally["deleted"] += row["deleted"]
             tally["deleted_retained"] += row["deleted_retained"]
@@ -314,10 +325,10 @@ class Supervisor:
             done = self._walk(deletion)
         finally:
             summary.add("maintain", "deleted", tally["deleted"])
-            if not done and tally["deleted"]:
+            if retained_count and not done and tally["deleted"]:
                 params = {"name": name, "retained": tally["deleted_retained"], "deleted": tally["deleted"]}
                 self._run(supervision_sql.REDUCE_RETAINED_COUNT, params)
-        if done:
+        if done and retained_count:
             params = {"name": name, "retained": tally["retained"], "retained_before": retained_before}
             self._run(supervision_sql.SET_RETAINED_COUNT, params)
         walked = done
