@@ -956,3 +956,96 @@ SET_BAM_FAILED = """
 UPDATE {schema}.bam SET status = 'failed', error = :error, completed_on = {schema}.job_now()
 WHERE id = CAST(:id AS uuid)
 """
+
+# -- pg-boss 10.x (schemas 21-24) ----------------------------------------------------
+# 10.x's supervisor is one maintenance pass (expire, archive, drop) claimed through
+# version.maintained_on, and its timekeeper claims version.cron_on; both claims are due
+# only once the column is strictly more than the interval old, read with now().
+
+
+def _claim_archive_family(column: str) -> str:
+    """pg-boss 10.x trySetTimestamp(): the shared interval claim on ``version``."""
+    return f"""
+UPDATE {{schema}}.version SET {column} = now()
+WHERE EXTRACT(EPOCH FROM (now() - COALESCE({column}, now() - interval '1 week'))) > CAST(:seconds AS float8)
+RETURNING true AS claimed, now() AS now
+"""
+
+
+# pg-boss 10.x trySetMaintenanceTime() (every 120 s by default).
+CLAIM_MAINTAIN_ARCHIVE_FAMILY = _claim_archive_family("maintained_on")
+# pg-boss 10.x trySetCronTime() (every 30 s by default).
+CLAIM_CRON_ARCHIVE_FAMILY = _claim_archive_family("cron_on")
+
+# Every queue's name, in name order (10.x has no table_name: each queue is a partition).
+QUEUE_NAMES = """
+SELECT name FROM {schema}.queue ORDER BY name
+"""
+
+_ARCHIVE_COLUMNS = (
+    "id, name, priority, data, state, retry_limit, retry_count, retry_delay, retry_backoff, start_after,"
+    " started_on, singleton_key, singleton_on, expire_in, created_on, completed_on, keep_until, dead_letter,"
+    " policy, output"
+)
+
+# pg-boss 10.x archive(): jobs finished longer ago than their interval (failed ones by
+# archiveFailedAfterSeconds, the rest by archiveCompletedAfterSeconds) and queued jobs
+# past keep_until move to `archive`. Run under the schema's own advisory lock.
+ARCHIVE_FINISHED = f"""
+WITH archived_rows AS (
+  DELETE FROM {{schema}}.job
+  WHERE (state <> 'failed' AND completed_on < now() - CAST(:completed_seconds AS float8) * interval '1 second')
+    OR (state = 'failed' AND completed_on < now() - CAST(:failed_seconds AS float8) * interval '1 second')
+    OR (state < 'active' AND keep_until < now())
+  RETURNING *
+), moved AS (
+  INSERT INTO {{schema}}.archive ({_ARCHIVE_COLUMNS})
+  SELECT {_ARCHIVE_COLUMNS} FROM archived_rows
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM archived_rows)::int AS archived, (SELECT count(*) FROM moved)::int AS moved
+"""
+
+# pg-boss 10.x drop(): archived jobs older than deleteAfter are deleted for good. Run
+# under the schema's own advisory lock.
+DROP_ARCHIVED = """
+WITH dropped AS (
+  DELETE FROM {schema}.archive
+  WHERE archived_on < now() - CAST(:delete_after_seconds AS float8) * interval '1 second'
+  RETURNING 1
+)
+SELECT count(*)::int AS dropped FROM dropped
+"""
+
+# pg-boss 10.x getSchedules(): every schedule (keyed by name), zone UTC when none is stored.
+GET_SCHEDULES_ARCHIVE_FAMILY = """
+SELECT name, cron, COALESCE(timezone, 'UTC') AS timezone, CAST(data AS text) AS data,
+  CAST(options AS text) AS options
+FROM {schema}.schedule
+ORDER BY name
+"""
+
+# pg-boss 10.x fetchNextJob() for its send-it worker (a standard-policy queue).
+FETCH_OCCURRENCES_ARCHIVE_FAMILY = """
+WITH next AS (
+  SELECT id FROM {schema}.job
+  WHERE name = :name AND state < 'active' AND start_after < now()
+  ORDER BY priority DESC, created_on, id
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.job j
+SET state = 'active', started_on = now(),
+  retry_count = CASE WHEN j.started_on IS NOT NULL THEN j.retry_count + 1 ELSE j.retry_count END
+FROM next
+WHERE j.name = :name AND j.id = next.id
+RETURNING CAST(j.id AS text) AS id, j.data
+"""
+
+# pg-boss 10.x completeJobs() of the send-it worker's jobs (the handler returns nothing).
+COMPLETE_OCCURRENCES_ARCHIVE_FAMILY = """
+UPDATE {schema}.job
+SET completed_on = now(), state = 'completed', output = NULL
+WHERE name = :name AND id = ANY(CAST(:ids AS uuid[])) AND state = 'active'
+"""

@@ -24,6 +24,20 @@ Claims and advisory locks are pg-boss's own, so Node supervisors and any number 
 these can run at once and each interval's work is done once. Each pass refuses to run
 on a schema it has not been proven on, and every pass stops between batches when the
 call's time budget is spent.
+
+pg-boss 10.x (schemas 21-24) supervises differently, and there these run its passes:
+
+* ``maintain`` — claimed through ``version.maintained_on`` (every 120 s): jobs active
+  past ``started_on + expire_in`` failed through the fail chain, finished jobs past
+  their archive interval (and queued ones past ``keep_until``) moved to ``archive``,
+  archived jobs past ``deleteAfter`` deleted — each under the schema's advisory lock;
+* ``cron`` — claimed through ``version.cron_on``: each schedule whose latest cron
+  occurrence is under 60 s old files one ``__pgboss__send-it`` job, singleton key the
+  schedule's name, in the current 60 s ``singleton_on`` slot;
+* ``send_it`` — those jobs become jobs of their target queues.
+
+10.x keeps no cached counts (its monitor only emits an event), and has no flows and no
+background index builds, so ``monitor``, ``flows`` and ``bam`` have nothing to do there.
 """
 
 from __future__ import annotations
@@ -48,9 +62,9 @@ log = logging.getLogger(__name__)
 SEND_IT_QUEUE = "__pgboss__send-it"
 PASSES = SUPERVISION_PASSES
 # Schema versions each pass has been proven on against that schema's own pg-boss release
-# (tests/supervise, run per release with TEST_PGBOSS_RELEASE). 44 and 45 have no
-# installable release to prove anything against; 21-24 (10.x) have a supervisor of
-# their own (expire, archive, drop) not done here.
+# (tests/supervise, run per release with TEST_PGBOSS_RELEASE; 10.x in
+# tests/supervise/test_archive_family.py). 44 and 45 have no installable release to
+# prove anything against.
 PROVEN_SCHEMAS: dict[str, frozenset[int]] = {name: frozenset({46}) for name in PASSES}
 # The flow resolver is the same statement from 12.22 (33) to 12.35 (43); 12.38 also moves
 # a released child's start_after.
@@ -61,6 +75,18 @@ PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["send_it"] = frozenset({43, 46})
 # 12.35 (43) counts without blocked and retained counts and sweeps retention in one
 # statement per chunk, with the same predicate; queue_stats is written on 46 only.
 PROVEN_SCHEMAS["monitor"] = PROVEN_SCHEMAS["maintain"] = frozenset({43, 46})
+# pg-boss 10.x's own passes, proven against 10.0.0 (21), 10.0.6 (22), 10.1.1 (23), 10.1.6
+# and 10.4.2 (24).
+ARCHIVE_FAMILY = frozenset(range(21, 25))
+PROVEN_SCHEMAS["maintain"] = PROVEN_SCHEMAS["maintain"] | ARCHIVE_FAMILY
+PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["cron"] | ARCHIVE_FAMILY
+PROVEN_SCHEMAS["send_it"] = PROVEN_SCHEMAS["send_it"] | ARCHIVE_FAMILY
+# Why a pass has nothing to do on pg-boss 10.x.
+ARCHIVE_FAMILY_ABSENT = {
+    "monitor": "pg-boss 10.x keeps no cached counts; its expiry runs in maintain",
+    "flows": "pg-boss 10.x has no flows",
+    "bam": "pg-boss 10.x has no background index builds",
+}
 
 # pg-boss 12.38's sizes: queues per claim, expiry and flow batches, retention walks.
 QUEUE_CHUNK = 100
@@ -77,6 +103,11 @@ QUEUE_STATS_DELETION_BATCH = 10_000
 _BUILT_INDEX = re.compile(r'CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"?(\w+)"?', re.I)
 # Options stored on a schedule row that are the schedule's own, never send() options.
 _SCHEDULE_ONLY_OPTIONS = ("tz", "key", "missed", "db")
+# The job options pg-boss 10.x's insert() reads from a send-it document (it ignores the rest).
+_ARCHIVE_FAMILY_INSERT_OPTIONS = (
+    "priority", "startAfter", "retryLimit", "retryDelay", "retryBackoff", "singletonKey", "singletonSeconds",
+    "expireInSeconds", "deadLetter",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,6 +119,8 @@ class Intervals:
     flows: float = 5
     cron: float = 30
     bam: float = 60
+    # pg-boss 10.x's maintenanceIntervalSeconds: its expire, archive and drop pass.
+    archive_family_maintain: float = 120
 
 
 @dataclass(frozen=True)
@@ -103,6 +136,11 @@ class Plan:
     # queue rows and one queue_stats snapshot per counted queue, kept this many days.
     queue_stats: bool = False
     queue_stat_retention_days: int = 7
+    # pg-boss 10.x's archiveCompletedAfterSeconds, archiveFailedAfterSeconds (the completed
+    # interval when None) and deleteAfter, at 10.x's defaults.
+    archive_completed_seconds: float = 12 * 60 * 60
+    archive_failed_seconds: float | None = None
+    delete_after_seconds: float = 7 * 24 * 60 * 60
 
 
 @dataclass
@@ -137,17 +175,20 @@ class Supervisor:
         summary = Summary()
         self._deadline = self.clock() + self.plan.budget_seconds
         version = self.boss.schema_version()
+        archive_family = version in ARCHIVE_FAMILY
         steps: dict[str, Callable[[Summary], None]] = {
             "monitor": self._monitor,
-            "maintain": self._maintain,
+            "maintain": self._maintain_archive_family if archive_family else self._maintain,
             "flows": self._flows,
-            "cron": self._cron,
-            "send_it": self._send_it,
+            "cron": self._cron_archive_family if archive_family else self._cron,
+            "send_it": self._send_it_archive_family if archive_family else self._send_it,
             "bam": self._bam,
         }
         for name, step in steps.items():
             if name not in self.plan.passes:
                 summary.skipped[name] = "turned off"
+            elif archive_family and name in ARCHIVE_FAMILY_ABSENT:
+                summary.skipped[name] = ARCHIVE_FAMILY_ABSENT[name]
             elif version not in PROVEN_SCHEMAS[name]:
                 summary.skipped[name] = f"schema version {version} is not supported by this pass"
             elif name == "monitor" and self.plan.queue_stats and version != 46:
@@ -483,6 +524,97 @@ class Supervisor:
                 error,
             )
             return None
+
+    # -- pg-boss 10.x ---------------------------------------------------------------------
+
+    def _maintain_archive_family(self, summary: Summary) -> None:
+        """10.x's maintenance: expire, archive, drop, each under the schema's own lock."""
+        if not self._run(
+            supervision_sql.CLAIM_MAINTAIN_ARCHIVE_FAMILY, {"seconds": self.plan.intervals.archive_family_maintain}
+        ):
+            summary.skipped["maintain"] = "claimed elsewhere or not due"
+            return
+        for row in self._run(supervision_sql.QUEUE_NAMES):
+            if self._out_of_time():
+                summary.add("maintain", "left_for_later")
+                return
+            try:
+                outcome = self.boss.fail_expired(row["name"])
+            except QueueNotFound:
+                continue
+            summary.add("maintain", "expired", len(outcome.retried) + len(outcome.failed))
+            summary.add("maintain", "retried", len(outcome.retried))
+            summary.add("maintain", "failed", len(outcome.failed))
+            summary.add("maintain", "dead_lettered", len(outcome.dead_lettered))
+        if self._out_of_time():
+            summary.add("maintain", "left_for_later")
+            return
+        completed = self.plan.archive_completed_seconds
+        failed = self.plan.archive_failed_seconds if self.plan.archive_failed_seconds is not None else completed
+        [archived] = self._locked(
+            "", supervision_sql.ARCHIVE_FINISHED, {"completed_seconds": completed, "failed_seconds": failed}
+        )
+        summary.add("maintain", "archived", archived["archived"])
+        [dropped] = self._locked(
+            "", supervision_sql.DROP_ARCHIVED, {"delete_after_seconds": self.plan.delete_after_seconds}
+        )
+        summary.add("maintain", "deleted", dropped["dropped"])
+
+    def _cron_archive_family(self, summary: Summary) -> None:
+        """10.x's timekeeper: a schedule is due while its latest cron occurrence is under
+        60 s old, and files one send-it job under its name in the current minute's slot."""
+        claimed = self._run(supervision_sql.CLAIM_CRON_ARCHIVE_FAMILY, {"seconds": self.plan.intervals.cron})
+        if not claimed:
+            summary.skipped["cron"] = "claimed elsewhere or not due"
+            return
+        now: datetime = claimed[0]["now"]
+        due: list[dict[str, Any]] = []
+        for row in self._run(supervision_sql.GET_SCHEDULES_ARCHIVE_FAMILY):
+            summary.add("cron", "schedules")
+            try:
+                occurrences = cron.due_occurrences(row["cron"], cron.CRON, row["timezone"], now).occurrences
+            except (cron.InvalidSchedule, ValueError) as error:
+                log.warning("schedule %s could not be evaluated and was skipped: %s", row["name"], error)
+                summary.add("cron", "invalid")
+                continue
+            if occurrences:
+                due.append(row)
+        if not due:
+            return
+        self._ensure_send_it_queue()
+        for row in due:
+            options = json.loads(row["options"]) if row["options"] else {}
+            data = json.loads(row["data"]) if row["data"] is not None else None
+            document = {"name": row["name"], "data": data, **options}
+            filed = self.boss.send(
+                SEND_IT_QUEUE, document, SendOptions(singleton_key=row["name"], singleton_seconds=60)
+            )
+            summary.add("cron", "slots_filed" if filed else "slots_already_filed")
+
+    def _send_it_archive_family(self, summary: Summary) -> None:
+        """10.x's send-it worker: each job's document is inserted into its target queue."""
+        if self.boss.get_queue(SEND_IT_QUEUE) is None:
+            return
+        while not self._out_of_time():
+            jobs = self._run(
+                supervision_sql.FETCH_OCCURRENCES_ARCHIVE_FAMILY, {"name": SEND_IT_QUEUE, "limit": SEND_IT_BATCH}
+            )
+            if not jobs:
+                return
+            for job in jobs:
+                document = job["data"] if isinstance(job["data"], dict) else {}
+                # Up to 10.1.5 Node files the schedule's options nested under "options", where
+                # its insert never reads them; they are left unread here too, so a job sends
+                # the same whichever worker takes it.
+                options = {key: document[key] for key in _ARCHIVE_FAMILY_INSERT_OPTIONS if key in document}
+                sent = self._forward({"name": document.get("name"), "data": document.get("data"), "options": options})
+                summary.add("send_it", "sent" if sent else "not_sent")
+            self._run(
+                supervision_sql.COMPLETE_OCCURRENCES_ARCHIVE_FAMILY,
+                {"name": SEND_IT_QUEUE, "ids": [job["id"] for job in jobs]},
+            )
+            if len(jobs) < SEND_IT_BATCH:
+                return
 
     # -- background index builds -------------------------------------------------------
 
