@@ -72,9 +72,10 @@ PROVEN_SCHEMAS["flows"] = frozenset(range(33, 44)) | {46}
 # 12.35's timekeeper (43) files and forwards occurrences as 12.38's does; 12.31-12.33
 # (41-42) file cron occurrences through singletonSeconds instead.
 PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["send_it"] = frozenset({43, 46})
-# 12.35 (43) counts without blocked and retained counts and sweeps retention in one
-# statement per chunk, with the same predicate; queue_stats is written on 46 only.
-PROVEN_SCHEMAS["monitor"] = PROVEN_SCHEMAS["maintain"] = frozenset({43, 46})
+# 12.30-12.35 (40-43) claim queues through monitor_claim_on as 12.38 does, count without
+# blocked and retained counts and sweep retention in one statement per chunk, with the
+# same predicate; queue_stats is written on 46 only.
+PROVEN_SCHEMAS["monitor"] = PROVEN_SCHEMAS["maintain"] = frozenset(range(40, 44)) | {46}
 # pg-boss 10.x's own passes, proven against 10.0.0 (21), 10.0.6 (22), 10.1.1 (23), 10.1.6
 # and 10.4.2 (24).
 ARCHIVE_FAMILY = frozenset(range(21, 25))

@@ -24,7 +24,7 @@ def _node_supervise(node: NodeBoss, db: Database, prefix: str) -> None:
         node.call("supervise", row["name"])
 
 
-@pytest.mark.since(43, "12.35's version of this pass")
+@pytest.mark.since(40, "the monitor_claim_on claim of 12.30")
 def test_expiry_and_lost_heartbeats_go_through_the_fail_chain(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -65,7 +65,7 @@ def test_expiry_and_lost_heartbeats_go_through_the_fail_chain(
     assert run.queues["python"] == run.queues["node"]
 
 
-@pytest.mark.since(43, "12.35's version of this pass")
+@pytest.mark.since(40, "the monitor_claim_on claim of 12.30")
 def test_retention_deletes_what_pg_boss_deletes_and_keeps_the_same_counts(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -147,7 +147,7 @@ def test_flow_children_are_released_once_their_parents_complete(
     run.assert_same(tolerances={"start_after": 60})
 
 
-@pytest.mark.since(43, "12.35's version of this pass")
+@pytest.mark.since(40, "the monitor_claim_on claim of 12.30")
 def test_a_claimed_pass_is_not_run_again_inside_its_interval(
     boss: PgBoss, node: NodeBoss, supervise: RunPasses
 ) -> None:
@@ -169,10 +169,10 @@ def test_every_pass_refuses_a_schema_it_was_not_proven_on(db: Database, supervis
 
 @pytest.mark.since(46, "schema 46 to lower the version of")
 def test_on_an_older_schema_only_the_passes_proven_there_run(db: Database, supervise: RunPasses) -> None:
-    db.run("UPDATE pgboss.version SET version = 42")
+    db.run("UPDATE pgboss.version SET version = 39")
     summary = supervise()
     assert set(summary.skipped) == set(PASSES) - {"flows"}
-    assert summary.skipped["monitor"] == "schema version 42 is not supported by this pass"
+    assert summary.skipped["monitor"] == "schema version 39 is not supported by this pass"
     db.run("UPDATE pgboss.version SET version = 43")
     summary = supervise("monitor", queue_stats=True)
     assert summary.skipped["monitor"] == "queue_stats is not written on schema version 43"
