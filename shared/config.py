@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     # pg-boss's persistQueueStats and queueStatRetentionDays (off and 7 days by default).
     supervise_queue_stats: bool = Field(False, alias="SUPERVISE_QUEUE_STATS")
     supervise_queue_stat_retention_days: int = Field(7, alias="SUPERVISE_QUEUE_STAT_RETENTION_DAYS", ge=1, le=365)
+    # pg-boss 10.x (schemas 21-24) only: its maintenanceIntervalSeconds,
+    # archiveCompletedAfterSeconds, archiveFailedAfterSeconds (the completed interval when
+    # unset) and deleteAfterSeconds, at 10.x's defaults; set them as the Node app sets them.
+    supervise_v10_maintenance_interval_seconds: float = Field(
+        120, alias="SUPERVISE_V10_MAINTENANCE_INTERVAL_SECONDS", ge=1, lt=86_400
+    )
+    supervise_v10_archive_completed_after_seconds: float = Field(
+        43_200, alias="SUPERVISE_V10_ARCHIVE_COMPLETED_AFTER_SECONDS", ge=1
+    )
+    supervise_v10_archive_failed_after_seconds: float | None = Field(
+        None, alias="SUPERVISE_V10_ARCHIVE_FAILED_AFTER_SECONDS", ge=1
+    )
+    supervise_v10_delete_after_seconds: float = Field(604_800, alias="SUPERVISE_V10_DELETE_AFTER_SECONDS", ge=1)
 
     # --- logging ----------------------------------------------------------------
     # Names traces in log entries (projects/P/traces/T) so Cloud Logging links them.
@@ -165,6 +178,7 @@ class Settings(BaseSettings):
         "webhook_routes_file",
         "drain_budget_seconds",
         "drain_listen_database_url",
+        "supervise_v10_archive_failed_after_seconds",
         mode="before",
     )
     @classmethod

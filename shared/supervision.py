@@ -27,11 +27,15 @@ def plan_from_settings(settings: Settings, budget_seconds: float) -> Plan:
             flows=settings.supervise_flow_interval_seconds,
             cron=settings.supervise_cron_interval_seconds,
             bam=settings.supervise_bam_interval_seconds,
+            archive_family_maintain=settings.supervise_v10_maintenance_interval_seconds,
         ),
         budget_seconds=budget_seconds,
         deletion_batch=settings.supervise_deletion_batch,
         queue_stats=settings.supervise_queue_stats,
         queue_stat_retention_days=settings.supervise_queue_stat_retention_days,
+        archive_completed_seconds=settings.supervise_v10_archive_completed_after_seconds,
+        archive_failed_seconds=settings.supervise_v10_archive_failed_after_seconds,
+        delete_after_seconds=settings.supervise_v10_delete_after_seconds,
     )
 
 

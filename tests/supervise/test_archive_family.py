@@ -11,15 +11,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pg8000.native
 import pytest
 
+from shared.config import Settings
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.supervisor import PASSES, Intervals, Plan, Summary, Supervisor
+from shared.supervision import plan_from_settings
 from tests.conftest import SCHEMA, create_database, url_for
 from tests.interop.rows import age, differences, normalize, raw_rows
 from tests.support import releases
@@ -130,6 +132,57 @@ def test_maintenance_matches_the_release(release: Release) -> None:
         '{"tag": "queued-stale"}',
     ]
     assert archived == _archived(db, "js_")
+
+
+def _finished(node: NodeBoss, db: Database, p: str) -> None:
+    """Jobs completed and failed 90 s and 150 s ago, and archived ones 50 and 70 minutes ago."""
+    node.call("createQueue", p + "q", {"retryLimit": 0})
+    ids = [node.call("send", p + "q", {"tag": tag}) for tag in ("c90", "c150", "f90", "f150")]
+    for job in node.call("fetch", p + "q", {"batchSize": 4}):
+        tag = job["data"]["tag"]
+        node.call("complete" if tag[0] == "c" else "fail", p + "q", job["id"], {"tag": tag})
+    for job_id, seconds in zip(ids, (90, 150, 90, 150), strict=True):
+        age(db, p + "q", "completed_on", seconds, [job_id])
+    for tag, minutes in (("a50", 50), ("a70", 70)):
+        job_id = node.call("send", p + "q", {"tag": tag})
+        db.run(
+            f"""WITH moved AS (DELETE FROM {SCHEMA}.job WHERE name = :q AND id = CAST(:id AS uuid) RETURNING *)
+            INSERT INTO {SCHEMA}.archive
+            SELECT (jsonb_populate_record(NULL::{SCHEMA}.archive, to_jsonb(moved)
+              || jsonb_build_object('state', 'completed', 'archived_on', now() - make_interval(mins => :minutes)))).*
+            FROM moved""",
+            {"q": p + "q", "id": job_id, "minutes": minutes},
+        )
+
+
+def test_configured_intervals_match_node_configured_the_same(release: Release) -> None:
+    """The SUPERVISE_V10_* settings are 10.x's archiveCompletedAfterSeconds,
+    archiveFailedAfterSeconds and deleteAfterSeconds."""
+    db = release.db
+    settings = Settings.from_environ(
+        {
+            "SUPERVISE_V10_ARCHIVE_COMPLETED_AFTER_SECONDS": "60",
+            "SUPERVISE_V10_ARCHIVE_FAILED_AFTER_SECONDS": "120",
+            "SUPERVISE_V10_DELETE_AFTER_SECONDS": "3600",
+        }
+    )
+    plan = replace(plan_from_settings(settings, 30), passes=frozenset({"maintain"}))
+    node_options = {"archiveCompletedAfterSeconds": 60, "archiveFailedAfterSeconds": 120, "deleteAfterSeconds": 3600}
+    with release.node(**node_options) as node:
+        _finished(node, db, "py_")
+        summary = Supervisor(PgBoss(db, SCHEMA), plan).run()
+        _finished(node, db, "js_")
+        node.call("maintain")
+    counts = summary.counts["maintain"]
+    assert (counts["archived"], counts["deleted"], counts["expired"]) == (3, 1, 0)
+    left = [row["data"]["tag"] for row in db.run(f"SELECT data FROM {SCHEMA}.job WHERE name = 'py_q'")]
+    assert left == ["f90"]
+    ours, theirs = _archived(db, "py_"), _archived(db, "js_")
+    assert [row["data"] for row in ours] == [f'{{"tag": "{tag}"}}' for tag in ("a50", "c150", "c90", "f150")]
+    assert ours == theirs
+    assert normalize(raw_rows(db, "py_"), "py_") and not differences(
+        normalize(raw_rows(db, "py_"), "py_"), normalize(raw_rows(db, "js_"), "js_")
+    )
 
 
 def test_maintenance_is_claimed_as_the_release_claims_it(release: Release) -> None:
