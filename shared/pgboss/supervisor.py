@@ -76,6 +76,9 @@ PROVEN_SCHEMAS["cron"] = PROVEN_SCHEMAS["send_it"] = frozenset({43, 46})
 # blocked and retained counts and sweep retention in one statement per chunk, with the
 # same predicate; queue_stats is written on 46 only.
 PROVEN_SCHEMAS["monitor"] = PROVEN_SCHEMAS["maintain"] = frozenset(range(40, 44)) | {46}
+# Retention is the same from 12.21 (32) to 12.34; 12.19 (31) swept differently, and 12.20
+# shares its schema.
+PROVEN_SCHEMAS["maintain"] = PROVEN_SCHEMAS["maintain"] | frozenset(range(32, 40))
 # pg-boss 10.x's own passes, proven against 10.0.0 (21), 10.0.6 (22), 10.1.1 (23), 10.1.6
 # and 10.4.2 (24).
 ARCHIVE_FAMILY = frozenset(range(21, 25))

@@ -13,7 +13,7 @@ import pytest
 
 from shared.db import Database
 from shared.pgboss.client import PgBoss
-from shared.pgboss.supervisor import PASSES
+from shared.pgboss.supervisor import PASSES, PROVEN_SCHEMAS
 from tests.supervise.conftest import RunPasses, Twin
 from tests.support.node_boss import NodeBoss
 
@@ -65,7 +65,7 @@ def test_expiry_and_lost_heartbeats_go_through_the_fail_chain(
     assert run.queues["python"] == run.queues["node"]
 
 
-@pytest.mark.since(40, "the monitor_claim_on claim of 12.30")
+@pytest.mark.since(32, "12.21's retention")
 def test_retention_deletes_what_pg_boss_deletes_and_keeps_the_same_counts(
     twin: Twin, node: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -99,7 +99,8 @@ def test_retention_deletes_what_pg_boss_deletes_and_keeps_the_same_counts(
     run = twin(scenario, background)
     assert sorted(row["data"]["tag"] for row in run.ours) == ["done-new", "queued-new"]
     run.assert_same()
-    assert run.queues["python"] == run.queues["node"]
+    if boss.schema_version() in PROVEN_SCHEMAS["monitor"]:  # the counts are the monitor's
+        assert run.queues["python"] == run.queues["node"]
 
 
 @pytest.mark.since(33, "the background flow resolver")
@@ -171,7 +172,7 @@ def test_every_pass_refuses_a_schema_it_was_not_proven_on(db: Database, supervis
 def test_on_an_older_schema_only_the_passes_proven_there_run(db: Database, supervise: RunPasses) -> None:
     db.run("UPDATE pgboss.version SET version = 39")
     summary = supervise()
-    assert set(summary.skipped) == set(PASSES) - {"flows"}
+    assert set(summary.skipped) == set(PASSES) - {"flows", "maintain"}
     assert summary.skipped["monitor"] == "schema version 39 is not supported by this pass"
     db.run("UPDATE pgboss.version SET version = 43")
     summary = supervise("monitor", queue_stats=True)
