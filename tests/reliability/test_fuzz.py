@@ -30,9 +30,13 @@ TIMEOUT = 10
 
 
 def snapshot(db: Database) -> tuple[Any, ...]:
-    jobs = db.run(f"SELECT id::text, name, data::text FROM {SCHEMA}.job ORDER BY name, id")
-    queues = db.run(f"SELECT name FROM {SCHEMA}.queue ORDER BY name")
-    return tuple(tuple(row.values()) for row in jobs), tuple(row["name"] for row in queues)
+    """Every job's id, queue and data and every queue's name, digested by the server: taken
+    twice per request, so reading the rows themselves would grow with every job the run made."""
+    row = db.run(
+        f"SELECT count(*) AS jobs, md5(coalesce(string_agg(concat(id, '|', name, '|', data), ',' ORDER BY id), ''))"
+        f" AS digest, (SELECT string_agg(name, ',' ORDER BY name) FROM {SCHEMA}.queue) AS queues FROM {SCHEMA}.job"
+    )[0]
+    return row["jobs"], row["digest"], row["queues"]
 
 
 @contextlib.contextmanager
@@ -70,7 +74,7 @@ def test_openapi_driven_requests_get_no_5xx_and_refusals_write_nothing(serve, db
     )
     answers: Counter[int] = Counter()
 
-    @examples(100, 3000)
+    @examples(100, 1000)
     @given(case=strategy)
     def send(case: Any) -> None:
         with checked(db, answers) as status:
@@ -104,7 +108,7 @@ def test_arbitrary_bodies_get_no_5xx_and_refusals_write_nothing(serve, db, targe
     )
     answers: Counter[int] = Counter()
 
-    @examples(60, 2000)
+    @examples(60, 1000)
     @given(raw=bodies)
     def send(raw: bytes) -> None:
         with checked(db, answers) as status:
