@@ -112,4 +112,4 @@ def test_answers_quote_only_the_start_of_what_was_sent(enqueue, serve, db, log_d
     assert any(reason.endswith("does not exist") for reason in reasons), reasons
     for sent in (name, media, key):
         assert not [reason for reason in reasons if sent[: ECHO_LIMIT + 1] in reason], "a reason repeats it whole"
-    add_figures("oversized", answers_quoting_a_cut_value=6)
+    add_figures("oversized", answers_quoting_a_cut_value=5)
