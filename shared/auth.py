@@ -291,7 +291,9 @@ def verify_google_oidc(
     except google_errors.TransportError as exc:
         raise CertificatesUnavailable(f"cannot fetch Google's token certificates: {exc}") from None
     except (ValueError, google_errors.GoogleAuthError) as exc:
-        raise Unauthenticated(f"OIDC token rejected: {_first_line(exc)}") from None
+        raise Unauthenticated(
+            f"OIDC token rejected: {_library_reason(exc, token, google_errors.MalformedError)}"
+        ) from None
     if claims.get("iss") != GOOGLE_ISSUER:
         raise Unauthenticated(f"OIDC token rejected: issuer {echo(claims.get('iss'))} is not {GOOGLE_ISSUER}")
     email = claims.get("email")
@@ -315,9 +317,21 @@ def _check_unsigned_claims(claims: Mapping[str, Any], audiences: list[str]) -> N
         raise ValueError(f"Token has wrong audience {echo(claims.get('aud'))}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _library_reason(exc: BaseException, token: str, malformed: type[Exception]) -> str:
+    """The first line of google-auth's reason, with any piece of the token cut out.
+
+    Some of its messages quote the token they could not parse ("Wrong number of
+    segments in token: b'…'"); the reason goes into the answer and the log line, and a
+    bearer token must appear in neither.
+    """
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if isinstance(exc, malformed) and "signature" not in text:
+        # Its parse errors quote the token or a decoded piece of it, which no scrub can find.
+        return "not a well-formed JWT (three base64url segments, JSON header and claims)"
+    for piece in sorted({token, *token.split(".")}, key=len, reverse=True):
+        if len(piece) >= 8:
+            text = text.replace(piece, "<token>")
+    return text[:200]
 
 
 def check_drain_configured(settings: Settings) -> None:

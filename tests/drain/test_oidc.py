@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
+from shared import log
 from tests.drain.conftest import job_row
 
 AUDIENCE = "https://drain-100000000003.europe-west1.run.app"
@@ -241,3 +242,25 @@ def test_drain_token_and_oidc_can_both_be_configured(oidc_drain, google) -> None
     assert drain.post({"budgetSeconds": 0}, headers=bearer("local-token-0123456789")).status_code == 200
     assert drain.post({"budgetSeconds": 0}, headers=bearer(google.token())).status_code == 200
     assert drain.post({"budgetSeconds": 0}, headers=bearer("local-token-wrong")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "secretheader.secretclaims.secretsignature.secretextra",
+        "onesegmentthatisasecretvalue",
+        "c2VjcmV0aGVhZGVy.c2VjcmV0Y2xhaW1z.c2lnbmF0dXJl",
+    ],
+)
+def test_a_rejected_tokens_answer_and_log_never_quote_it(oidc_drain, token, capsys) -> None:
+    log.configure("INFO")
+    drain = oidc_drain()
+    capsys.readouterr()
+    response = drain.post({"budgetSeconds": 0}, headers=bearer(token))
+
+    assert response.status_code == 401
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any(json.loads(line).get("status") == 401 for line in lines)  # the request's own line is among them
+    seen = response.get_data(as_text=True) + "\n".join(lines)
+    for piece in ["secret", *token.split(".")]:
+        assert piece not in seen, piece
