@@ -153,6 +153,34 @@ def _anchor_at(b: str, f: str) -> str:
     return f"CASE WHEN {f} IS NULL OR {f} > {b} THEN {f} ELSE {b} END"
 
 
+# The end of both cached-count statements: the stats written to the claimed queues
+# (locked in name order), monitor_on stamped, and the ready count prepended to
+# ready_history, capped at 60. Plain text: statement() fills in {schema}.
+_COUNTS_WRITE_BACK = """
+  singletons_active = stats.singletons_active,
+  monitor_on = {schema}.job_now(),
+  ready_history = (
+    SELECT COALESCE(array_agg(v ORDER BY ord), '{}'::int[])
+    FROM (
+      SELECT v, ord FROM (
+        SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
+        UNION ALL
+        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{}'::int[])) WITH ORDINALITY AS h(v, ord)
+      ) merged
+      ORDER BY ord LIMIT 60
+    ) capped
+  )
+FROM (
+  SELECT name FROM {schema}.queue
+  WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
+    AND (SELECT count(*) FROM stats) >= 0
+  ORDER BY name FOR NO KEY UPDATE
+) q
+LEFT JOIN stats ON stats.name = q.name
+WHERE queue.name = q.name AND (SELECT got FROM lock)
+""".strip("\n")
+
+
 def _refresh_queue_counts(throughput: bool) -> str:
     """pg-boss 12.38 cacheQueueStats() for the claimed queues of a chunk.
 
@@ -325,27 +353,7 @@ UPDATE {{schema}}.queue SET
       THEN COALESCE(stats.live, 0) + queue.retained_count + COALESCE(stats.retained_since, 0)
         + COALESCE(stats.retained_recent, 0)
     ELSE queue.total_count END,{counters_set}
-  singletons_active = stats.singletons_active,
-  monitor_on = {{schema}}.job_now(),
-  ready_history = (
-    SELECT COALESCE(array_agg(v ORDER BY ord), '{{}}'::int[])
-    FROM (
-      SELECT v, ord FROM (
-        SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
-        UNION ALL
-        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{{}}'::int[])) WITH ORDINALITY AS h(v, ord)
-      ) merged
-      ORDER BY ord LIMIT 60
-    ) capped
-  )
-FROM (
-  SELECT name FROM {{schema}}.queue
-  WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
-    AND (SELECT count(*) FROM stats) >= 0
-  ORDER BY name FOR NO KEY UPDATE
-) q
-LEFT JOIN stats ON stats.name = q.name
-WHERE queue.name = q.name AND (SELECT got FROM lock)
+{_COUNTS_WRITE_BACK}
 RETURNING queue.name{counters_return}
 """
 
@@ -567,27 +575,7 @@ UPDATE {{schema}}.queue SET
   active_count = COALESCE(stats.active, 0),
   failed_count = COALESCE(stats.failed, 0),
   total_count = COALESCE(stats.total, 0),
-  singletons_active = stats.singletons_active,
-  monitor_on = {{schema}}.job_now(),
-  ready_history = (
-    SELECT COALESCE(array_agg(v ORDER BY ord), '{{}}'::int[])
-    FROM (
-      SELECT v, ord FROM (
-        SELECT COALESCE(stats.ready, 0)::int AS v, 0::bigint AS ord
-        UNION ALL
-        SELECT h.v, h.ord FROM unnest(COALESCE(queue.ready_history, '{{}}'::int[])) WITH ORDINALITY AS h(v, ord)
-      ) merged
-      ORDER BY ord LIMIT 60
-    ) capped
-  )
-FROM (
-  SELECT name FROM {{schema}}.queue
-  WHERE name = ANY(CAST(:names AS text[])) AND (SELECT got FROM lock)
-    AND (SELECT count(*) FROM stats) >= 0
-  ORDER BY name FOR NO KEY UPDATE
-) q
-LEFT JOIN stats ON stats.name = q.name
-WHERE queue.name = q.name AND (SELECT got FROM lock)
+{_COUNTS_WRITE_BACK}
 RETURNING queue.name
 """
 
