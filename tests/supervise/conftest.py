@@ -5,6 +5,7 @@ to our Supervisor — and compares the job rows."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from shared.db import Database
 from shared.pgboss.client import PgBoss
 from shared.pgboss.supervisor import PASSES, Intervals, Plan, Summary, Supervisor
+from tests.conftest import node_package
 from tests.interop.rows import differences, normalize, raw_rows
 from tests.support.node_boss import NodeBoss
 
@@ -102,3 +104,33 @@ def twin(db: Database) -> Twin:
 @pytest.fixture
 def node(node_boss: NodeBoss) -> NodeBoss:
     return node_boss
+
+
+def node_timekeeper(database_url: str) -> NodeBoss:
+    """The pinned pg-boss with only its timekeeper on, checking schedules every second."""
+    return NodeBoss(
+        database_url,
+        "pgboss",
+        package_dir=node_package(),
+        supervise=False,
+        schedule=True,
+        migrate=False,
+        cronMonitorIntervalSeconds=1,
+        cronWorkerIntervalSeconds=1,
+    )
+
+
+def queue_jobs(db: Database, queue: str) -> list[dict[str, Any]]:
+    """A queue's jobs, oldest first: id (as text), data and state."""
+    return db.run(
+        "SELECT CAST(id AS text) AS id, data, state FROM pgboss.job WHERE name = :n ORDER BY created_on",
+        {"n": queue},
+    )
+
+
+def wait_for_jobs(db: Database, queue: str, seconds: float = 20) -> list[dict[str, Any]]:
+    """``queue_jobs`` once the queue has any, or empty after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (jobs := queue_jobs(db, queue)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return jobs

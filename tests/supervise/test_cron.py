@@ -19,8 +19,7 @@ from shared.pgboss import cron
 from shared.pgboss.client import PgBoss
 from shared.pgboss.schedules import Schedules
 from shared.pgboss.supervisor import Intervals
-from tests.conftest import node_package
-from tests.supervise.conftest import RunPasses
+from tests.supervise.conftest import RunPasses, node_timekeeper, queue_jobs, wait_for_jobs
 from tests.support.node_boss import NodeBoss
 
 pytestmark = pytest.mark.since(43, "12.35's timekeeper")
@@ -55,10 +54,6 @@ def test_occurrences_equal_pg_boss_preview(node_boss: NodeBoss) -> None:
     assert disagree == KNOWN_DIFFERENCES
 
 
-def _jobs(db: Database, queue: str) -> list[dict]:
-    return db.run("SELECT id, data, state FROM pgboss.job WHERE name = :n ORDER BY created_on", {"n": queue})
-
-
 def test_a_node_schedule_fires_once_per_slot_from_our_passes(
     node_boss: NodeBoss, boss: PgBoss, db: Database, supervise: RunPasses
 ) -> None:
@@ -70,8 +65,8 @@ def test_a_node_schedule_fires_once_per_slot_from_our_passes(
     second = supervise("cron", "send_it", intervals=often)
     assert first.counts["cron"]["slots_filed"] == 1
     assert second.counts["cron"].get("slots_filed", 0) + second.counts["cron"].get("slots_already_filed", 0) <= 1
-    jobs = _jobs(db, "reports")
-    minute_slots = {row["data"]["slot"] for row in _jobs(db, "__pgboss__send-it")}
+    jobs = queue_jobs(db, "reports")
+    minute_slots = {row["data"]["slot"] for row in queue_jobs(db, "__pgboss__send-it")}
     assert len(jobs) == len(minute_slots) >= 1
     assert jobs[0]["data"] == {"kind": "minutely"}
     [row] = db.run("SELECT retry_limit FROM pgboss.job WHERE name = 'reports' LIMIT 1")
@@ -85,22 +80,11 @@ def test_a_node_schedule_fires_once_per_slot_from_our_passes(
 def test_a_python_schedule_fires_from_node(database_url: str, boss: PgBoss, db: Database) -> None:
     boss.create_queue("nightly")
     Schedules(boss).schedule("nightly", "* * * * *", {"from": "python"}, key="py", tz="Europe/Paris")
-    with NodeBoss(
-        database_url,
-        "pgboss",
-        package_dir=node_package(),
-        supervise=False,
-        schedule=True,
-        migrate=False,
-        cronMonitorIntervalSeconds=1,
-        cronWorkerIntervalSeconds=1,
-    ) as node:
+    with node_timekeeper(database_url) as node:
         [stored] = node.call("getSchedules", "nightly")
         assert (stored["key"], stored["timezone"], stored["kind"]) == ("py", "Europe/Paris", "cron")
-        deadline = time.monotonic() + 20
-        while not _jobs(db, "nightly") and time.monotonic() < deadline:
-            time.sleep(0.3)
-    jobs = _jobs(db, "nightly")
+        wait_for_jobs(db, "nightly")
+    jobs = queue_jobs(db, "nightly")
     assert [row["data"] for row in jobs] == [{"from": "python"}]
     assert Schedules(boss).list()[0].last_job_id == str(jobs[0]["id"])
 

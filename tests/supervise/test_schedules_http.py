@@ -7,7 +7,6 @@ field, and writes nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from shared.db import Database
-from tests.conftest import API_KEY, DRAIN_TOKEN, node_package
+from tests.conftest import API_KEY, DRAIN_TOKEN
+from tests.supervise.conftest import node_timekeeper, queue_jobs, wait_for_jobs
 from tests.support.node_boss import NodeBoss
 
 pytestmark = pytest.mark.since(43, "12.35's timekeeper")
@@ -30,10 +30,6 @@ def client(client_for: Callable[..., FlaskClient]) -> FlaskClient:
 
 def _post(client: FlaskClient, body: Any) -> Any:
     return client.post("/", json=body, headers=KEY)
-
-
-def _jobs(db: Database, queue: str) -> list[dict[str, Any]]:
-    return db.run("SELECT CAST(id AS text) AS id, data FROM pgboss.job WHERE name = :q", {"q": queue})
 
 
 def test_only_enqueues_callers_get_in(client: FlaskClient) -> None:
@@ -70,22 +66,11 @@ def test_a_schedule_made_here_fires_from_nodes_timekeeper(
         "data": {"from": "http"},
         "lastJobId": None,
     }
-    with NodeBoss(
-        database_url,
-        "pgboss",
-        package_dir=node_package(),
-        supervise=False,
-        schedule=True,
-        migrate=False,
-        cronMonitorIntervalSeconds=1,
-        cronWorkerIntervalSeconds=1,
-    ) as node:
+    with node_timekeeper(database_url) as node:
         [theirs] = node.call("getSchedules", "reports")
         assert (theirs["key"], theirs["timezone"], theirs["cron"]) == ("k", "Europe/Paris", "* * * * *")
-        deadline = time.monotonic() + 20
-        while not _jobs(db, "reports") and time.monotonic() < deadline:
-            time.sleep(0.3)
-    [job] = _jobs(db, "reports")
+        wait_for_jobs(db, "reports")
+    [job] = queue_jobs(db, "reports")
     assert job["data"] == {"from": "http"}
     sent = db.run("SELECT priority, retry_limit FROM pgboss.job WHERE name = 'reports'")
     assert sent == [{"priority": 3, "retry_limit": 1}]
